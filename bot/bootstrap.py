@@ -1,0 +1,95 @@
+"""Wiring: settings in, a ready bot (database, Pretix, mail, services) out. The one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import structlog
+
+from bot import migrations
+from bot.conferences import Conferences, load_conferences
+from bot.mailer import SmtpMailer, message_id_domain
+from bot.pretix import PretixClient
+from bot.services.conference_sync import sync_conferences
+from bot.services.context import NoListener, OutcomeListener, ServiceContext
+from bot.settings import Settings
+from bot.storage import Database
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Bot:
+    """Everything a running bot (or one CLI command) needs, built from settings."""
+
+    settings: Settings
+    conferences: Conferences
+    db: Database
+    pretix: PretixClient | None
+    mailer: SmtpMailer | None
+    services: ServiceContext
+
+    def close(self) -> None:
+        """Release connections (HTTP pool, database pool)."""
+        if self.pretix is not None:
+            self.pretix.close()
+        self.db.dispose()
+
+
+def build_bot(
+    settings: Settings,
+    *,
+    migrate: bool | None = None,
+    sync: bool = True,
+    listener: OutcomeListener | None = None,
+) -> Bot:
+    """Load the conferences, connect, migrate (unless told not to) and wire the services.
+
+    `sync` copies the conference configuration into the database; `check` turns it off so
+    that it can report on a database it must not change.
+    """
+    explicit = "conferences_file" in settings.model_fields_set
+    conferences = load_conferences(settings.conferences_file, required=explicit)
+    db = Database.from_url(settings.database_url)
+    if settings.auto_migrate if migrate is None else migrate:
+        migrations.upgrade(db.engine)
+    if sync:
+        sync_conferences(db, conferences)
+    pretix = None
+    if settings.pretix_url is not None and settings.pretix_token is not None:
+        pretix = PretixClient(
+            base_url=str(settings.pretix_url),
+            token=settings.pretix_token.get_secret_value(),
+            timeout=settings.pretix_timeout_seconds,
+            max_attempts=settings.pretix_max_attempts,
+        )
+    mailer = SmtpMailer.from_settings(settings) if settings.email_enabled else None
+    services = ServiceContext(
+        db=db,
+        conferences=conferences,
+        pretix=pretix,
+        mailer=mailer,
+        pretix_url=str(settings.pretix_url) if settings.pretix_url else None,
+        message_id_domain=(
+            message_id_domain(settings.email_from) if settings.email_from else "voucher-bot.invalid"
+        ),
+        lease=dt.timedelta(seconds=settings.work_lease_seconds),
+        max_attempts=settings.max_provisioning_attempts,
+        max_email_attempts=settings.max_provisioning_attempts,
+        listener=listener or NoListener(),
+    )
+    return Bot(settings, conferences, db, pretix, mailer, services)
+
+
+def startup_summary(bot: Bot) -> str:
+    """One message saying what runs, where, and which settings turn on what is off."""
+    settings = bot.settings
+    url = bot.db.engine.url.render_as_string(hide_password=True)
+    codes = ", ".join(bot.conferences) or "none (create conferences.toml, see README)"
+    lines = [
+        f"voucher-bot on http://{settings.host}:{settings.port} "
+        f"(database {url}; conferences: {codes})"
+    ]
+    lines.extend(f"  {item}" for item in settings.disabled_features())
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""Conference configuration: a TOML file with one table per conference, validated at start."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.settings import ConfigError
+
+CODE_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,49}$"
+
+
+class ConferenceConfig(BaseModel):
+    """One conference: where its vouchers live in Pretix and where its status goes in Slack."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(pattern=CODE_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+    pretix_organizer: str = Field(min_length=1)
+    pretix_event: str = Field(min_length=1)
+    pretix_quota: int | None = Field(default=None, ge=1)
+    pretix_item: int | None = Field(default=None, ge=1)
+    voucher_valid_until: dt.datetime | None = None
+    timezone: str = "UTC"
+    slack_channel: str | None = None
+    digest_time: dt.time = dt.time(9, 0)
+    issue_vouchers: bool = True
+    block_quota: bool = False
+    pretix_shop_url: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use e.g. Europe/Rome)") from None
+        return value
+
+    @field_validator("voucher_valid_until")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a UTC offset, e.g. 2026-05-31T23:59:59+02:00")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ConferenceConfig:
+        if self.pretix_quota is None and self.pretix_item is None:
+            raise ValueError(
+                "set pretix_quota or pretix_item: a voucher must never unlock every product"
+            )
+        if self.pretix_quota is not None and self.pretix_item is not None:
+            raise ValueError("set pretix_quota or pretix_item, not both (Pretix refuses both)")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The conference's time zone, for dates shown to people."""
+        return ZoneInfo(self.timezone)
+
+    def shop_url(self, pretix_url: str | None) -> str | None:
+        """The public shop address, where a voucher is redeemed."""
+        if self.pretix_shop_url:
+            return self.pretix_shop_url.rstrip("/") + "/"
+        if pretix_url is None:
+            return None
+        return f"{pretix_url.rstrip('/')}/{self.pretix_organizer}/{self.pretix_event}/"
+
+
+@dataclass(frozen=True)
+class Conferences(Mapping[str, ConferenceConfig]):
+    """The configured conferences by code."""
+
+    by_code: Mapping[str, ConferenceConfig]
+    source: Path | None = None
+
+    def __getitem__(self, code: str) -> ConferenceConfig:
+        return self.by_code[code]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_code)
+
+    def __len__(self) -> int:
+        return len(self.by_code)
+
+
+def load_conferences(path: Path, *, required: bool) -> Conferences:
+    """Read and validate the conference file; a missing optional file means no conferences."""
+    if not path.exists():
+        if required:
+            raise ConfigError([f"CONFERENCES_FILE: {path} does not exist"])
+        return Conferences(by_code={}, source=None)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"CONFERENCES_FILE: cannot read {path}: {exc}"]) from None
+    return parse_conferences(data, source=path)
+
+
+def parse_conferences(data: Mapping[str, Any], *, source: Path | None = None) -> Conferences:
+    """Validate `[conferences.<code>]` tables; every bad field is named in one ConfigError."""
+    where = str(source) if source else "conferences"
+    tables = data.get("conferences", {})
+    if not isinstance(tables, Mapping):
+        raise ConfigError([f"{where}: expected [conferences.<code>] tables"])
+    problems: list[str] = []
+    parsed: dict[str, ConferenceConfig] = {}
+    for code, table in tables.items():
+        if not isinstance(table, Mapping):
+            problems.append(f"{where}: conferences.{code} must be a table")
+            continue
+        try:
+            parsed[code] = ConferenceConfig.model_validate({"code": code, **table})
+        except ValidationError as exc:
+            for error in exc.errors():
+                field = ".".join(str(part) for part in error["loc"]) or "(conference)"
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{where}: conferences.{code}.{field}: {message}")
+    if problems:
+        raise ConfigError(problems)
+    return Conferences(by_code=parsed, source=source)

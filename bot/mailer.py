@@ -1,0 +1,297 @@
+"""SMTP delivery of one email per call, with failures sorted into retry-later and do-not-retry."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.errors import MessageError
+from email.headerregistry import Address, AddressHeader, HeaderRegistry
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
+TlsMode = Literal["none", "starttls", "ssl"]
+
+# 7-bit transfer encodings (quoted-printable for non-ASCII text), so that a server without
+# 8BITMIME receives the same bytes as one with it.
+_POLICY = policy.SMTP.clone(cte_type="7bit")
+
+# Headers the mailer sets itself; letting `headers` repeat them would produce a message
+# with two Subjects or two Message-IDs, which receivers treat inconsistently.
+_RESERVED_HEADERS = frozenset(
+    {"from", "to", "cc", "bcc", "subject", "message-id", "date", "mime-version"}
+)
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """One email to one person, ready to send; `message_id` is the full `<...@...>` form."""
+
+    to_name: str
+    to_address: str
+    subject: str
+    text: str
+    html: str
+    message_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        mid = self.message_id
+        if not (mid.startswith("<") and mid.endswith(">") and "@" in mid) or any(
+            char.isspace() for char in mid
+        ):
+            raise ValueError(f"a Message-ID looks like <local@domain>, got {mid!r}")
+        reserved = sorted(name for name in self.headers if name.lower() in _RESERVED_HEADERS)
+        if reserved or any(name.lower().startswith("content-") for name in self.headers):
+            raise ValueError(f"extra headers may not replace the mailer's own: {reserved}")
+
+
+class MailerError(Exception):
+    """Email could not be sent or checked; the message says why, in words."""
+
+    permanent = False
+
+    def __init__(self, message: str, *, smtp_code: int | None = None) -> None:
+        super().__init__(message)
+        self.smtp_code = smtp_code
+
+
+class MailerUnavailable(MailerError):  # noqa: N818 - the name says what happened; callers read it
+    """A transient failure (no connection, timeout, TLS handshake, 4xx answer): retry later."""
+
+
+class MailerRejected(MailerError):  # noqa: N818 - the name says what happened; callers read it
+    """A permanent refusal (5xx answer, bad address, login refused): do not retry blindly."""
+
+    permanent = True
+
+
+class Mailer(Protocol):
+    """Anything that can deliver one email; services depend on this, tests pass fakes."""
+
+    def send(self, message: OutgoingEmail) -> None:
+        """Deliver the message or raise MailerError."""
+        ...
+
+
+def message_id_domain(sender: str) -> str:
+    """The domain of the sender address, for Message-IDs the bot can derive again later."""
+    return _parse_sender(sender).domain.lower()
+
+
+class SmtpMailer:
+    """Sends each email over its own SMTP connection (plain, STARTTLS or implicit TLS)."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        tls: TlsMode,
+        sender: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 20.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if tls not in get_args(TlsMode):
+            raise ValueError(f"tls must be one of {get_args(TlsMode)}, got {tls!r}")
+        if (username is None) != (password is None):
+            raise ValueError("give both an SMTP username and password, or neither")
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._sender = _parse_sender(sender)
+        self._username = username
+        self._password = password
+        self._timeout = timeout
+        self._ssl_context = ssl_context
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpMailer:
+        """Build the mailer from validated settings; needs `settings.email_enabled`."""
+        if settings.smtp_host is None or settings.email_from is None:
+            raise ValueError("email is off: set SMTP_HOST and EMAIL_FROM")
+        password = settings.smtp_password
+        return cls(
+            host=settings.smtp_host,
+            port=settings.effective_smtp_port,
+            tls=settings.smtp_tls,
+            sender=settings.email_from,
+            username=settings.smtp_username,
+            password=None if password is None else password.get_secret_value(),
+            timeout=settings.smtp_timeout_seconds,
+        )
+
+    @property
+    def where(self) -> str:
+        """The server as host:port, for messages and logs."""
+        return f"{self._host}:{self._port}"
+
+    def send(self, message: OutgoingEmail) -> None:
+        """Deliver one email or raise MailerUnavailable / MailerRejected."""
+        email = self._build(message)
+        with self._session() as client, self._translated(f"sending to {message.to_address}"):
+            client.send_message(
+                email, from_addr=self._sender.addr_spec, to_addrs=[message.to_address]
+            )
+
+    def check(self) -> None:
+        """Connect, secure and log in as configured, then NOOP; raise MailerError on any fault."""
+        with self._session() as client, self._translated("checking the connection"):
+            code, reply = client.noop()
+            if code != 250:
+                raise smtplib.SMTPResponseException(code, reply)
+
+    def _build(self, message: OutgoingEmail) -> EmailMessage:
+        try:
+            email = EmailMessage(policy=_POLICY)
+            email["From"] = self._sender
+            email["To"] = Address(display_name=message.to_name, addr_spec=message.to_address)
+            email["Subject"] = message.subject
+            email["Date"] = format_datetime(datetime.now(UTC))
+            email["Message-ID"] = message.message_id
+            for name, value in message.headers.items():
+                email[name] = value
+            email.set_content(message.text)
+            email.add_alternative(message.html, subtype="html")
+        except (ValueError, IndexError, MessageError) as exc:
+            # A bad address or a header with a line break is a data problem: retrying cannot help.
+            raise MailerRejected(
+                f"cannot build the email to {message.to_address!r}: {exc}"
+            ) from exc
+        return email
+
+    @contextmanager
+    def _session(self) -> Iterator[smtplib.SMTP]:
+        with self._translated("connecting"):
+            client = self._connect()
+        polite = False
+        try:
+            with self._translated("greeting it"):
+                client.ehlo()
+            if self._tls == "starttls":
+                if not client.has_extn("starttls"):
+                    raise MailerRejected(
+                        f"the SMTP server at {self.where} does not offer STARTTLS; refusing to "
+                        "send in clear text (check SMTP_TLS and SMTP_PORT)"
+                    )
+                with self._translated("starting TLS"):
+                    client.starttls(context=self._context())
+                    client.ehlo()
+            if self._username is not None and self._password is not None:
+                with self._translated(f"logging in as {self._username!r}"):
+                    client.login(self._username, self._password)
+            yield client
+            polite = True
+        except MailerError as exc:
+            # After a clear answer the connection is still usable for QUIT; after a timeout
+            # or a broken socket, QUIT would only wait for the timeout a second time.
+            polite = exc.smtp_code is not None
+            raise
+        finally:
+            if polite:
+                _quit_quietly(client)
+            else:
+                client.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        if self._tls == "ssl":
+            return smtplib.SMTP_SSL(
+                self._host, self._port, timeout=self._timeout, context=self._context()
+            )
+        return smtplib.SMTP(self._host, self._port, timeout=self._timeout)
+
+    def _context(self) -> ssl.SSLContext:
+        return self._ssl_context or ssl.create_default_context()
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn smtplib, ssl and socket errors into MailerError with a sentence to act on."""
+        server = f"the SMTP server at {self.where}"
+        try:
+            yield
+        except smtplib.SMTPAuthenticationError as exc:
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            raise _by_code(
+                exc.smtp_code, f"{server} refused the login for {self._username!r}: {reply}"
+            ) from exc
+        except smtplib.SMTPRecipientsRefused as exc:
+            worst = max((code for code, _ in exc.recipients.values()), default=0)
+            replies = "; ".join(
+                f"{address}: {_reply(code, text)}"
+                for address, (code, text) in exc.recipients.items()
+            )
+            raise _by_code(worst, f"{server} refused the recipient ({replies})") from exc
+        except smtplib.SMTPResponseException as exc:
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            raise _by_code(exc.smtp_code, f"{server} answered {reply} when {action}") from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise MailerRejected(
+                f"{server} does not support what {action} needs ({exc}); "
+                "check SMTP_TLS, SMTP_USERNAME and SMTP_PASSWORD"
+            ) from exc
+        except smtplib.SMTPServerDisconnected as exc:
+            # smtplib reports a read timeout as a disconnect; the timeout is the useful part.
+            if isinstance(exc.__context__, TimeoutError):
+                raise MailerUnavailable(self._timed_out(action)) from exc
+            raise MailerUnavailable(
+                f"{server} closed the connection when {action} ({exc})"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise MailerUnavailable(f"TLS with {server} failed when {action}: {exc}") from exc
+        except TimeoutError as exc:
+            raise MailerUnavailable(self._timed_out(action)) from exc
+        except smtplib.SMTPException as exc:
+            raise MailerUnavailable(f"{server} failed when {action}: {exc}") from exc
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            if action == "connecting":
+                raise MailerUnavailable(f"cannot connect to {server}: {reason}") from exc
+            raise MailerUnavailable(
+                f"the connection to {server} broke when {action}: {reason}"
+            ) from exc
+
+    def _timed_out(self, action: str) -> str:
+        within = f"within {self._timeout:g} s"
+        return f"the SMTP server at {self.where} did not answer {within} when {action}"
+
+
+def _parse_sender(sender: str) -> Address:
+    header = HeaderRegistry()("From", sender)
+    addresses = header.addresses if isinstance(header, AddressHeader) else ()
+    if len(addresses) != 1 or not addresses[0].domain or header.defects:
+        raise ValueError(
+            f"give one sender address such as 'Grants <grants@example.org>', got {sender!r}"
+        )
+    return addresses[0]
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    words = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    return f"{code} {' '.join(words.split())}".strip()
+
+
+def _by_code(code: int, message: str) -> MailerError:
+    # 5xx is the server's final word; anything else (4xx, or smtplib's -1 for a broken reply)
+    # may work on a later attempt.
+    if 500 <= code <= 599:
+        return MailerRejected(message, smtp_code=code)
+    return MailerUnavailable(message, smtp_code=code if code > 0 else None)
+
+
+def _quit_quietly(client: smtplib.SMTP) -> None:
+    # The message is already accepted (or the error already raised) by the time we say
+    # goodbye: a failing QUIT must not turn a delivered email into a retried duplicate.
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        client.close()

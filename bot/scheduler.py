@@ -1,0 +1,37 @@
+"""Background jobs (APScheduler 3): the reconciler now; the daily digest joins it later."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from bot.bootstrap import Bot
+from bot.services.reconciler import reconcile_once
+
+log = structlog.get_logger(__name__)
+
+
+def build_scheduler(bot: Bot) -> BackgroundScheduler:
+    """A scheduler with every periodic job registered, not yet started."""
+    scheduler = BackgroundScheduler(timezone=dt.UTC)
+    scheduler.add_job(
+        _reconcile,
+        "interval",
+        args=[bot],
+        seconds=bot.settings.reconcile_interval_seconds,
+        id="reconciler",
+        max_instances=1,
+        coalesce=True,
+        # The first pass soon after start picks up whatever a crash left behind.
+        next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2),
+    )
+    return scheduler
+
+
+def _reconcile(bot: Bot) -> None:
+    try:
+        reconcile_once(bot.services)
+    except Exception:
+        log.exception("reconciler pass failed")

@@ -1,0 +1,1 @@
+"""Business rules: every edge (webhook, Slack, CLI, reconciler) calls these services."""

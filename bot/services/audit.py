@@ -1,0 +1,63 @@
+"""The append-only audit log: who did what, from where, and how it ended."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from bot.services.actors import Actor
+from bot.storage import AuditEvent, Database
+
+log = structlog.get_logger(__name__)
+
+
+def add_audit_event(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    outcome: str,
+    conference_id: int | None = None,
+    grant_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one audit event inside the caller's transaction."""
+    session.add(
+        AuditEvent(
+            actor=actor.label,
+            source=actor.source,
+            action=action,
+            outcome=outcome,
+            conference_id=conference_id,
+            grant_id=grant_id,
+            detail=detail,
+        )
+    )
+    log.info(
+        "audit", actor=actor.label, action=action, outcome=outcome, grant_id=grant_id, detail=detail
+    )
+
+
+def write_audit_event(
+    db: Database,
+    *,
+    actor: Actor,
+    action: str,
+    outcome: str,
+    conference_id: int | None = None,
+    grant_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one audit event in a transaction of its own."""
+    with db.transaction() as session:
+        add_audit_event(
+            session,
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            conference_id=conference_id,
+            grant_id=grant_id,
+            detail=detail,
+        )

@@ -1,0 +1,344 @@
+"""Grant and voucher intake, shared by the webhook and the imports.
+
+A grant's status never moves backwards: an event older (by `updated_at`) than what is stored
+is ignored. A change to `confirmed` asks for provisioning, unless the confirmation did not come
+from `waiting_for_confirmation`: such a grant is held for a member of staff to look at.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.services.actors import Actor
+from bot.services.audit import add_audit_event
+from bot.services.context import ServiceContext
+from bot.services.notifications import KNOWN_STATUSES, GrantPayload, VoucherPayload
+from bot.services.outcomes import GrantRef
+from bot.services.provisioning import grant_ref
+from bot.storage import (
+    Conference,
+    ConferenceVoucher,
+    EmailState,
+    Grant,
+    GrantStatus,
+    VoucherState,
+    VoucherType,
+    insert_ignoring_conflict,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class IntakeAction(enum.StrEnum):
+    """What an incoming notification did to the stored data."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+    IGNORED = "ignored"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class GrantIntake:
+    """The result of one grant notification."""
+
+    action: IntakeAction
+    message: str
+    grant: GrantRef | None = None
+    provision: bool = False
+    held: bool = False
+    refused_with_voucher: bool = False
+
+
+@dataclass(frozen=True)
+class VoucherIntake:
+    """The result of one voucher notification."""
+
+    action: IntakeAction
+    message: str
+
+
+def ingest_grant(ctx: ServiceContext, *, payload: GrantPayload, actor: Actor) -> GrantIntake:
+    """Store what the backend says about a grant; say whether provisioning should start."""
+    status = payload.known_status
+    if status is None:
+        log.warning("unknown grant status ignored", grant=payload.id, status=payload.status)
+        return GrantIntake(IntakeAction.IGNORED, f"unknown status {payload.status!r}; ignored")
+    with ctx.db.transaction() as session:
+        conference = session.scalars(
+            select(Conference).where(Conference.code == payload.conference)
+        ).one_or_none()
+        if conference is None or ctx.conference(payload.conference) is None:
+            return GrantIntake(
+                IntakeAction.IGNORED, f"unknown conference {payload.conference!r}; ignored"
+            )
+        fields = _grant_fields(payload, status)
+        inserted = insert_ignoring_conflict(
+            session,
+            Grant,
+            {"conference_id": conference.id, "external_id": payload.id, **fields},
+            conflict=["conference_id", "external_id"],
+        )
+        grant = session.scalars(
+            select(Grant)
+            .where(Grant.conference_id == conference.id, Grant.external_id == payload.id)
+            .with_for_update()
+        ).one()
+        old_status: GrantStatus | None = None
+        if inserted:
+            action = IntakeAction.CREATED
+        elif payload.updated_at < grant.source_updated_at:
+            return _stale(session, actor, grant, conference, payload)
+        elif all(getattr(grant, name) == value for name, value in fields.items()):
+            return GrantIntake(IntakeAction.UNCHANGED, "no change", grant_ref(grant, conference))
+        else:
+            action = IntakeAction.UPDATED
+            old_status = grant.status
+            for name, value in fields.items():
+                setattr(grant, name, value)
+        result = _status_change(
+            session,
+            grant=grant,
+            conference=conference,
+            payload=payload,
+            old_status=old_status,
+            action=action,
+        )
+        add_audit_event(
+            session,
+            actor=actor,
+            action="grant_intake",
+            outcome=action.value,
+            conference_id=conference.id,
+            grant_id=grant.id,
+            detail={
+                "status": status.value,
+                "from": old_status.value if old_status else None,
+                "provision": result.provision,
+                "held": result.held,
+            },
+        )
+        return result
+
+
+def _grant_fields(payload: GrantPayload, status: GrantStatus) -> dict[str, Any]:
+    """The stored grant columns that a notification sets."""
+    previous = payload.previous_status
+    return {
+        "full_name": payload.full_name,
+        "email": payload.email,
+        "email_key": payload.email_key,
+        "slack_user_id": payload.slack_user_id,
+        "status": status,
+        "previous_status": GrantStatus(previous) if previous in KNOWN_STATUSES else None,
+        "approved_type": payload.approved_type,
+        "applicant_reply_sent_at": payload.applicant_reply_sent_at,
+        "applicant_reply_deadline": payload.applicant_reply_deadline,
+        "source_updated_at": payload.updated_at,
+        "admin_url": payload.admin_url,
+        "reimbursements": payload.reimbursements,
+    }
+
+
+def _status_change(
+    session: Session,
+    *,
+    grant: Grant,
+    conference: Conference,
+    payload: GrantPayload,
+    old_status: GrantStatus | None,
+    action: IntakeAction,
+) -> GrantIntake:
+    """Apply the consequences of a status change: provisioning, a hold, a revoke warning."""
+    new = grant.status
+    if new is GrantStatus.CONFIRMED and old_status is not GrantStatus.CONFIRMED:
+        grant.confirmed_at = payload.updated_at
+        origin = payload.previous_status or (old_status.value if old_status else None)
+        if origin != GrantStatus.WAITING_FOR_CONFIRMATION:
+            grant.hold_reason = (
+                f"confirmed from {origin or 'an unknown status'}, not from waiting_for_confirmation"
+            )
+            return GrantIntake(
+                action,
+                f"{grant.full_name} confirmed from {origin or 'an unknown status'}: "
+                "held for staff instead of issued automatically",
+                grant_ref(grant, conference),
+                held=True,
+            )
+        grant.hold_reason = None
+        return GrantIntake(
+            action,
+            f"{grant.full_name} confirmed their grant",
+            grant_ref(grant, conference),
+            provision=True,
+        )
+    if new is not GrantStatus.CONFIRMED:
+        grant.hold_reason = None
+    if old_status is GrantStatus.CONFIRMED and new is not GrantStatus.CONFIRMED:
+        voucher = session.scalars(
+            select(ConferenceVoucher).where(
+                ConferenceVoucher.conference_id == conference.id,
+                ConferenceVoucher.email_key == grant.email_key,
+                ConferenceVoucher.voucher_type == VoucherType.GRANT,
+                ConferenceVoucher.state != VoucherState.REVOKED,
+            )
+        ).one_or_none()
+        if voucher is not None:
+            return GrantIntake(
+                action,
+                f"{grant.full_name}'s grant is now {new.value} after confirmation; grant "
+                f"voucher {voucher.code} still exists: revoke it if it should go",
+                grant_ref(grant, conference),
+                refused_with_voucher=True,
+            )
+    return GrantIntake(
+        action, f"{grant.full_name}'s grant is {new.value}", grant_ref(grant, conference)
+    )
+
+
+def _stale(
+    session: Session,
+    actor: Actor,
+    grant: Grant,
+    conference: Conference,
+    payload: GrantPayload,
+) -> GrantIntake:
+    add_audit_event(
+        session,
+        actor=actor,
+        action="grant_intake",
+        outcome=IntakeAction.STALE.value,
+        conference_id=conference.id,
+        grant_id=grant.id,
+        detail={
+            "status": payload.status,
+            "event_updated_at": payload.updated_at.isoformat(),
+            "stored_updated_at": grant.source_updated_at.isoformat(),
+        },
+    )
+    return GrantIntake(
+        IntakeAction.STALE,
+        f"older than what is stored ({payload.updated_at:%Y-%m-%d %H:%M} < "
+        f"{grant.source_updated_at:%Y-%m-%d %H:%M}); ignored",
+        grant_ref(grant, conference),
+    )
+
+
+def ingest_voucher(ctx: ServiceContext, *, payload: VoucherPayload, actor: Actor) -> VoucherIntake:
+    """Record a voucher made elsewhere (a speaker voucher, usually) for a person."""
+    kind = VoucherType(payload.type)
+    with ctx.db.transaction() as session:
+        conference = session.scalars(
+            select(Conference).where(Conference.code == payload.conference)
+        ).one_or_none()
+        if conference is None:
+            return VoucherIntake(
+                IntakeAction.IGNORED, f"unknown conference {payload.conference!r}; ignored"
+            )
+        sent = payload.email_sent_at
+        inserted = insert_ignoring_conflict(
+            session,
+            ConferenceVoucher,
+            {
+                "conference_id": conference.id,
+                "email_key": payload.email_key,
+                "voucher_type": kind,
+                "code": payload.code,
+                "pretix_voucher_id": payload.pretix_voucher_id,
+                "state": VoucherState.CREATED,
+                "email_state": EmailState.SENT if sent else EmailState.NOT_DUE,
+                "email_sent_at": sent,
+            },
+            conflict=["conference_id", "email_key"],
+        )
+        if inserted:
+            add_audit_event(
+                session,
+                actor=actor,
+                action="voucher_intake",
+                outcome=IntakeAction.CREATED.value,
+                conference_id=conference.id,
+                detail={"email": payload.email_key, "type": kind.value, "code": payload.code},
+            )
+            return VoucherIntake(
+                IntakeAction.CREATED, f"{kind.value} voucher {payload.code} recorded"
+            )
+        voucher = session.scalars(
+            select(ConferenceVoucher)
+            .where(
+                ConferenceVoucher.conference_id == conference.id,
+                ConferenceVoucher.email_key == payload.email_key,
+            )
+            .with_for_update()
+        ).one()
+        return _merge_voucher(
+            session,
+            actor=actor,
+            conference=conference,
+            voucher=voucher,
+            payload=payload,
+            kind=kind,
+        )
+
+
+def _merge_voucher(
+    session: Session,
+    *,
+    actor: Actor,
+    conference: Conference,
+    voucher: ConferenceVoucher,
+    payload: VoucherPayload,
+    kind: VoucherType,
+) -> VoucherIntake:
+    """A person who already has a voucher row: same code updates it, another code conflicts."""
+    if voucher.code != payload.code:
+        add_audit_event(
+            session,
+            actor=actor,
+            action="voucher_intake",
+            outcome=IntakeAction.CONFLICT.value,
+            conference_id=conference.id,
+            grant_id=voucher.grant_id,
+            detail={"email": payload.email_key, "kept": voucher.code, "offered": payload.code},
+        )
+        return VoucherIntake(
+            IntakeAction.CONFLICT,
+            f"{payload.email_key} already has {voucher.voucher_type.value} voucher "
+            f"{voucher.code} ({voucher.state.value}); {payload.code} was not recorded",
+        )
+    changed = False
+    if payload.pretix_voucher_id is not None and voucher.pretix_voucher_id is None:
+        voucher.pretix_voucher_id = payload.pretix_voucher_id
+        changed = True
+    # Only vouchers made elsewhere change type here; ours change through provisioning.
+    if (
+        voucher.voucher_type is not kind
+        and voucher.voucher_type is not VoucherType.GRANT
+        and voucher.state is VoucherState.CREATED
+    ):
+        voucher.voucher_type = kind
+        changed = True
+    if payload.email_sent_at is not None and voucher.email_sent_at is None:
+        voucher.email_sent_at = payload.email_sent_at
+        voucher.email_state = EmailState.SENT
+        changed = True
+    if not changed:
+        return VoucherIntake(IntakeAction.UNCHANGED, "no change")
+    add_audit_event(
+        session,
+        actor=actor,
+        action="voucher_intake",
+        outcome=IntakeAction.UPDATED.value,
+        conference_id=conference.id,
+        grant_id=voucher.grant_id,
+        detail={"email": payload.email_key, "type": voucher.voucher_type.value},
+    )
+    return VoucherIntake(IntakeAction.UPDATED, f"voucher {voucher.code} updated")

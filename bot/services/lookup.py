@@ -1,0 +1,120 @@
+"""Finding grants from what a person types: a Slack mention, an email address or a grant id."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+
+from bot.services.outcomes import GrantRef
+from bot.services.provisioning import grant_ref
+from bot.storage import Conference, Database, Grant
+
+MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+EMAIL = re.compile(r"^<?(?:mailto:)?([^\s@<>|]+@[^\s@<>|]+\.[^\s@<>|]+)(?:\|[^>]*)?>?$")
+
+
+class TargetKind(enum.StrEnum):
+    """What kind of reference a person gave."""
+
+    SLACK_USER = "slack_user"
+    EMAIL = "email"
+    GRANT_ID = "grant_id"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed reference to a grantee."""
+
+    kind: TargetKind
+    value: str
+
+
+def parse_target(text: str) -> Target | None:
+    """`<@U123|jane>`, `jane@example.org` (Slack may wrap it as `<mailto:...|...>`) or `1234`."""
+    text = text.strip()
+    if not text:
+        return None
+    if mention := MENTION.match(text):
+        return Target(TargetKind.SLACK_USER, mention.group(1))
+    if email := EMAIL.match(text):
+        return Target(TargetKind.EMAIL, email.group(1).lower())
+    if re.fullmatch(r"#?[A-Za-z0-9_.:-]{1,64}", text):
+        return Target(TargetKind.GRANT_ID, text.removeprefix("#"))
+    return None
+
+
+def find_grants(
+    db: Database,
+    *,
+    external_id: str | None = None,
+    email: str | None = None,
+    slack_user_id: str | None = None,
+    conference: str | None = None,
+) -> list[GrantRef]:
+    """Grants matching any of the given references, newest conference first."""
+    clauses = []
+    if external_id:
+        clauses.append(Grant.external_id == external_id)
+    if email:
+        clauses.append(Grant.email_key == email.strip().lower())
+    if slack_user_id:
+        clauses.append(Grant.slack_user_id == slack_user_id)
+    if not clauses:
+        return []
+    query = (
+        select(Grant, Conference)
+        .join(Conference, Grant.conference_id == Conference.id)
+        .where(or_(*clauses))
+        .order_by(Conference.id.desc(), Grant.id)
+    )
+    if conference:
+        query = query.where(Conference.code == conference)
+    with db.transaction() as session:
+        return [grant_ref(grant, conf) for grant, conf in session.execute(query).all()]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The grant a reference points at, or why it points at none or several."""
+
+    grant: GrantRef | None
+    candidates: tuple[GrantRef, ...]
+    problem: str | None
+
+
+def resolve_grant(
+    db: Database,
+    target: Target,
+    *,
+    email: str | None = None,
+    conference: str | None = None,
+    label: str | None = None,
+) -> Resolution:
+    """Exactly one grant for a target, else a message saying none or which conferences.
+
+    `email` is the address Slack gave for a mentioned user, searched alongside the user id.
+    """
+    shown = label or target.value
+    grants = find_grants(
+        db,
+        external_id=target.value if target.kind is TargetKind.GRANT_ID else None,
+        email=target.value if target.kind is TargetKind.EMAIL else email,
+        slack_user_id=target.value if target.kind is TargetKind.SLACK_USER else None,
+        conference=conference,
+    )
+    unique = tuple({grant.id: grant for grant in grants}.values())
+    if not unique:
+        where = f" at {conference}" if conference else ""
+        return Resolution(None, (), f"No grant found for {shown}{where}.")
+    if len(unique) > 1:
+        listed = ", ".join(f"{g.conference} (grant {g.external_id})" for g in unique)
+        return Resolution(
+            None,
+            unique,
+            f"{shown} has several grants: {listed}. Say which conference, e.g. "
+            f"`{unique[0].conference}`.",
+        )
+    return Resolution(unique[0], unique, None)

@@ -1,0 +1,622 @@
+"""The one way a grantee gets a voucher: reserve, then call Pretix, then record; then email.
+
+Never call Pretix inside an open transaction: the reserve step commits a row with a code
+generated up front and a lease, the Pretix call happens outside any transaction, and a second
+short transaction records the answer. A crash in between leaves a row the reconciler finishes
+with the same code, so Pretix never sees a duplicate and never keeps an orphan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Literal, TypeVar
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.conferences import ConferenceConfig
+from bot.pretix import (
+    EventRef,
+    PretixAuthError,
+    PretixClient,
+    PretixConflict,
+    PretixError,
+    PretixNotFound,
+    PretixUnavailable,
+    PretixValidationError,
+    Voucher,
+    VoucherCreate,
+    VoucherUpdate,
+    make_idempotency_key,
+)
+from bot.services.actors import Actor
+from bot.services.audit import add_audit_event, write_audit_event
+from bot.services.context import ServiceContext
+from bot.services.outcomes import (
+    GrantRef,
+    ProvisionOutcome,
+    ProvisionResult,
+    Step,
+)
+from bot.services.voucher_email import deliver_voucher_email, email_step
+from bot.storage import (
+    Conference,
+    ConferenceVoucher,
+    EmailState,
+    Grant,
+    GrantStatus,
+    VoucherState,
+    VoucherType,
+    insert_ignoring_conflict,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+GRANT_TAG = "grant"
+UPGRADE_MARK = "Upgraded to a grant voucher"
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A reserved row whose Pretix side must now be created or upgraded."""
+
+    action: Literal["create", "upgrade"]
+    voucher_id: int
+    code: str
+    pretix_voucher_id: int | None
+    grant: GrantRef
+    conference: ConferenceConfig
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class _Done:
+    """The reserve step already knows the answer; `voucher_id` is set when email may be due."""
+
+    outcome: ProvisionOutcome
+    voucher_id: int | None = None
+
+
+@dataclass(frozen=True)
+class _PretixFailure:
+    """A Pretix call that failed; `transient` failures are retried later with backoff."""
+
+    transient: bool
+    reason: str
+
+
+def provision_grant_voucher(
+    ctx: ServiceContext, *, grant_id: int, actor: Actor, release_hold: bool = False
+) -> ProvisionOutcome:
+    """Give a confirmed grantee exactly one voucher and one email; safe to call any number of times.
+
+    `release_hold` is for staff acting by hand: it clears a hold put on a grant whose
+    confirmation did not come from `waiting_for_confirmation`.
+    """
+    decision = _reserve(ctx, grant_id=grant_id, actor=actor, release_hold=release_hold)
+    if isinstance(decision, _Work):
+        outcome = _run(ctx, decision)
+        voucher_id: int | None = decision.voucher_id
+    else:
+        outcome, voucher_id = decision.outcome, decision.voucher_id
+    if voucher_id is not None and outcome.has_voucher:
+        email = deliver_voucher_email(ctx, voucher_id=voucher_id)
+        outcome = replace(outcome, email=email, steps=(*outcome.steps, email_step(email)))
+    write_audit_event(
+        ctx.db,
+        actor=actor,
+        action="provision",
+        outcome=outcome.result.value,
+        conference_id=outcome.grant.conference_id if outcome.grant else None,
+        grant_id=outcome.grant.id if outcome.grant else None,
+        detail={
+            "message": outcome.message,
+            "code": outcome.voucher_code,
+            "email": outcome.email.result.value if outcome.email else None,
+            "steps": [f"{s.name}: {s.detail}" for s in outcome.steps],
+        },
+    )
+    ctx.publish(outcome)
+    return outcome
+
+
+def grant_ref(grant: Grant, conference: Conference) -> GrantRef:
+    """A detached snapshot of a grant, safe to use after its session has closed."""
+    return GrantRef(
+        id=grant.id,
+        external_id=grant.external_id,
+        conference=conference.code,
+        conference_id=conference.id,
+        conference_name=conference.name,
+        full_name=grant.full_name,
+        email=grant.email,
+        slack_user_id=grant.slack_user_id,
+    )
+
+
+def _reserve(
+    ctx: ServiceContext, *, grant_id: int, actor: Actor, release_hold: bool
+) -> _Work | _Done:
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        found = session.execute(
+            select(Grant, Conference)
+            .join(Conference, Grant.conference_id == Conference.id)
+            .where(Grant.id == grant_id)
+        ).one_or_none()
+        if found is None:
+            return _done(None, ProvisionResult.GRANT_NOT_FOUND, f"There is no grant #{grant_id}.")
+        grant, conference = found
+        ref = grant_ref(grant, conference)
+        if release_hold and grant.hold_reason:
+            add_audit_event(
+                session,
+                actor=actor,
+                action="release_hold",
+                outcome="released",
+                conference_id=conference.id,
+                grant_id=grant.id,
+                detail={"reason": grant.hold_reason},
+            )
+            grant.hold_reason = None
+        refusal = _refusal(ctx, grant, ref)
+        if refusal is not None:
+            return refusal
+        config = ctx.conference(conference.code)
+        assert config is not None  # checked by _refusal
+        voucher = _lock_voucher(session, conference.id, grant.email_key or "")
+        if voucher is None:
+            if ctx.pretix is None:
+                return _pretix_off(ref)
+            inserted = insert_ignoring_conflict(
+                session,
+                ConferenceVoucher,
+                {
+                    "conference_id": conference.id,
+                    "email_key": grant.email_key,
+                    "grant_id": grant.id,
+                    "voucher_type": VoucherType.GRANT,
+                    "code": ctx.new_code(),
+                    "state": VoucherState.CREATING,
+                    "lease_expires_at": now + ctx.lease,
+                    "email_state": EmailState.NOT_DUE,
+                },
+                conflict=["conference_id", "email_key"],
+            )
+            voucher = _lock_voucher(session, conference.id, grant.email_key or "")
+            assert voucher is not None  # inserted above, or by a concurrent caller
+            if inserted:
+                step = Step("reserve", ok=True, detail=f"reserved code {voucher.code}")
+                return _Work("create", voucher.id, voucher.code, None, ref, config, (step,))
+        return _decide(ctx, session, voucher=voucher, grant=grant, ref=ref, config=config, now=now)
+
+
+def _refusal(ctx: ServiceContext, grant: Grant, ref: GrantRef) -> _Done | None:
+    """The reasons a grant gets no voucher at all, checked before any row is touched."""
+    if ctx.conference(ref.conference) is None:
+        return _done(
+            ref,
+            ProvisionResult.FAILED,
+            f"Conference {ref.conference} is no longer in the configuration; nothing was issued.",
+        )
+    if grant.status is not GrantStatus.CONFIRMED:
+        return _done(
+            ref,
+            ProvisionResult.NOT_CONFIRMED,
+            f"{ref.full_name}'s grant is {grant.status.value.replace('_', ' ')}, "
+            "not confirmed: no voucher.",
+        )
+    if not grant.email_key:
+        return _done(
+            ref, ProvisionResult.NO_EMAIL, f"{ref.full_name}'s grant has no email address."
+        )
+    if grant.hold_reason:
+        return _done(
+            ref,
+            ProvisionResult.HELD,
+            f"{ref.full_name}'s grant is held for staff: {grant.hold_reason}. "
+            "Issue it by hand if it is right.",
+        )
+    config = ctx.conference(ref.conference)
+    if config is not None and not config.issue_vouchers:
+        return _done(
+            ref,
+            ProvisionResult.NOT_ISSUING,
+            f"{config.name} does not issue vouchers (issue_vouchers = false).",
+        )
+    return None
+
+
+def _decide(
+    ctx: ServiceContext,
+    session: Session,
+    *,
+    voucher: ConferenceVoucher,
+    grant: Grant,
+    ref: GrantRef,
+    config: ConferenceConfig,
+    now: dt.datetime,
+) -> _Work | _Done:
+    """What to do with the person's existing voucher row (locked by the caller)."""
+    if voucher.grant_id is not None and voucher.grant_id != grant.id:
+        log.info("voucher belongs to another grant of the same person", voucher=voucher.id)
+    elif voucher.grant_id is None:
+        voucher.grant_id = grant.id  # a speaker or co-speaker voucher meets its grant
+    leased = voucher.lease_expires_at is not None and voucher.lease_expires_at > now
+    state, kind = voucher.state, voucher.voucher_type
+    if leased and state in (VoucherState.CREATING, VoucherState.UPGRADING, VoucherState.REVOKING):
+        return _done(
+            ref,
+            ProvisionResult.IN_PROGRESS,
+            f"{ref.full_name}'s voucher is being provisioned right now; nothing else to do.",
+            voucher,
+        )
+    if state is VoucherState.CREATED and kind in (VoucherType.SPEAKER, VoucherType.GRANT):
+        if voucher.email_sent_at is None and voucher.email_state is EmailState.NOT_DUE:
+            voucher.email_state = EmailState.PENDING
+        result = (
+            ProvisionResult.ALREADY_SPEAKER
+            if kind is VoucherType.SPEAKER
+            else ProvisionResult.ALREADY_GRANT
+        )
+        noun = "a speaker" if kind is VoucherType.SPEAKER else "a grant"
+        return _Done(
+            _outcome(
+                ref,
+                result,
+                f"{ref.full_name} already has {noun} voucher ({voucher.code}); no new voucher.",
+                voucher,
+            ),
+            voucher.id,
+        )
+    if state is VoucherState.NEEDS_REVIEW:
+        return _done(
+            ref,
+            ProvisionResult.NEEDS_REVIEW,
+            voucher.last_error or f"{ref.full_name}'s voucher needs a person to decide.",
+            voucher,
+        )
+    if state is VoucherState.REVOKING:
+        return _done(
+            ref,
+            ProvisionResult.NEEDS_REVIEW,
+            f"A revocation of {ref.full_name}'s voucher {voucher.code} did not finish; "
+            "finish it (revoke) before issuing again.",
+            voucher,
+        )
+    if ctx.pretix is None:
+        return _pretix_off(ref)
+    steps: list[Step] = []
+    if state is VoucherState.REVOKED:
+        _restart_as_new_grant_voucher(ctx, voucher)
+        steps.append(Step("reserve", ok=True, detail=f"new code {voucher.code} after a revoke"))
+    elif state is VoucherState.FAILED:
+        voucher.attempts = 0
+        voucher.state = (
+            VoucherState.UPGRADING if kind is VoucherType.CO_SPEAKER else VoucherState.CREATING
+        )
+        steps.append(Step("reserve", ok=True, detail="retrying after an earlier failure"))
+    elif state is VoucherState.CREATED:  # a co-speaker voucher: upgrade it in place
+        voucher.state = VoucherState.UPGRADING
+        steps.append(Step("reserve", ok=True, detail=f"co-speaker voucher {voucher.code} found"))
+    else:
+        steps.append(Step("reserve", ok=True, detail=f"resuming unfinished {state.value}"))
+    voucher.lease_expires_at = now + ctx.lease
+    action: Literal["create", "upgrade"] = (
+        "upgrade" if voucher.state is VoucherState.UPGRADING else "create"
+    )
+    return _Work(
+        action, voucher.id, voucher.code, voucher.pretix_voucher_id, ref, config, tuple(steps)
+    )
+
+
+def _restart_as_new_grant_voucher(ctx: ServiceContext, voucher: ConferenceVoucher) -> None:
+    """A grant confirmed again after its voucher was revoked gets a fresh code."""
+    voucher.code = ctx.new_code()
+    voucher.voucher_type = VoucherType.GRANT
+    voucher.original_type = None
+    voucher.pretix_voucher_id = None
+    voucher.state = VoucherState.CREATING
+    voucher.attempts = 0
+    voucher.last_error = None
+    voucher.email_state = EmailState.NOT_DUE
+    voucher.email_sent_at = None
+    voucher.email_attempts = 0
+    voucher.email_generation += 1
+
+
+def _run(ctx: ServiceContext, work: _Work) -> ProvisionOutcome:
+    """Call Pretix for reserved work, then record what it said."""
+    assert ctx.pretix is not None  # _reserve returns _Work only when Pretix is configured
+    if work.action == "create":
+        return _create(ctx, ctx.pretix, work)
+    return _upgrade(ctx, ctx.pretix, work)
+
+
+def _create(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> ProvisionOutcome:
+    config = work.conference
+    if config.voucher_valid_until is not None and config.voucher_valid_until <= ctx.clock():
+        return _give_up(
+            ctx,
+            work,
+            f"voucher_valid_until of {config.code} ({config.voucher_valid_until:%Y-%m-%d}) "
+            "is in the past; fix the configuration, then retry",
+        )
+    request = VoucherCreate(
+        code=work.code,
+        max_usages=1,
+        price_mode="set",
+        value=Decimal("0.00"),
+        quota=config.pretix_quota,
+        item=config.pretix_item,
+        valid_until=config.voucher_valid_until,
+        tag=GRANT_TAG,
+        comment=(
+            f"Financial aid grant {work.grant.external_id} for {work.grant.full_name} "
+            f"({config.code}), issued by voucher-bot"
+        ),
+        block_quota=config.block_quota,
+    )
+    event = EventRef(config.pretix_organizer, config.pretix_event)
+    key = make_idempotency_key(
+        "create-voucher", f"{config.code}:{work.voucher_id}", request.payload()
+    )
+    created: Voucher | _PretixFailure = _call(
+        lambda: pretix.create_voucher(event, request, idempotency_key=key)
+    )
+    result = ProvisionResult.CREATED
+    if isinstance(created, _PretixFailure) and created.reason.startswith(_CODE_TAKEN):
+        # Our code is unguessable, so a voucher with it is ours from an earlier attempt
+        # whose answer was lost (crash, timeout, idempotency key forgotten): adopt it.
+        found = _call(lambda: pretix.find_voucher_by_code(event, work.code))
+        created = (
+            _PretixFailure(True, f"Pretix says {work.code} exists but cannot find it")
+            if found is None
+            else found
+        )
+        result = ProvisionResult.ADOPTED
+    if isinstance(created, _PretixFailure):
+        return _failed(ctx, work, created)
+    verb = "created" if result is ProvisionResult.CREATED else "adopted existing"
+    step = Step("pretix", ok=True, detail=f"{verb} voucher #{created.id} ({created.code})")
+    _record_created(ctx, work, created, upgraded=False)
+    return _outcome(
+        work.grant,
+        result,
+        f"Grant voucher {created.code} {verb.split(maxsplit=1)[0]} in Pretix "
+        f"for {work.grant.full_name}.",
+        code=created.code,
+        kind=VoucherType.GRANT,
+        pretix_id=created.id,
+        steps=(*work.steps, step),
+    )
+
+
+def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> ProvisionOutcome:
+    config = work.conference
+    event = EventRef(config.pretix_organizer, config.pretix_event)
+    current: Voucher | _PretixFailure | None
+    if work.pretix_voucher_id is not None:
+        current = _call(lambda: pretix.get_voucher(event, work.pretix_voucher_id or 0))
+    else:
+        current = _call(lambda: pretix.find_voucher_by_code(event, work.code))
+    if current is None or (
+        isinstance(current, _PretixFailure) and current.reason.startswith(_NOT_FOUND)
+    ):
+        return _review(
+            ctx,
+            work,
+            f"{work.grant.full_name}'s co-speaker voucher {work.code} is not in Pretix; "
+            "a person must decide what to issue",
+        )
+    if isinstance(current, _PretixFailure):
+        return _failed(ctx, work, current)
+    if current.redeemed > 0:
+        return _review(
+            ctx,
+            work,
+            f"{work.grant.full_name}'s co-speaker voucher {current.code} was already used "
+            f"({current.redeemed} of {current.max_usages}); it was not changed. "
+            "A person must decide (e.g. refund the difference)",
+        )
+    comment = current.comment or ""
+    if UPGRADE_MARK not in comment:
+        note = f"{UPGRADE_MARK} for grant {work.grant.external_id} by voucher-bot"
+        comment = f"{comment}\n{note}".strip()
+    changes = VoucherUpdate(price_mode="set", value=Decimal("0.00"), tag=GRANT_TAG, comment=comment)
+    key = make_idempotency_key(
+        "upgrade-voucher", f"{config.code}:{work.voucher_id}", changes.payload()
+    )
+    pretix_id = current.id
+    updated = _call(lambda: pretix.update_voucher(event, pretix_id, changes, idempotency_key=key))
+    if isinstance(updated, _PretixFailure):
+        return _failed(ctx, work, updated)
+    step = Step(
+        "pretix",
+        ok=True,
+        detail=f"voucher #{updated.id} changed to price {updated.price_mode} {updated.value}",
+    )
+    _record_created(ctx, work, updated, upgraded=True)
+    return _outcome(
+        work.grant,
+        ProvisionResult.UPGRADED,
+        f"Co-speaker voucher {updated.code} upgraded to a free grant voucher for "
+        f"{work.grant.full_name}.",
+        code=updated.code,
+        kind=VoucherType.GRANT,
+        pretix_id=updated.id,
+        steps=(*work.steps, step),
+    )
+
+
+_CODE_TAKEN = "code taken:"
+_NOT_FOUND = "not found"
+
+
+def _call(request: Callable[[], T]) -> T | _PretixFailure:
+    """Run one Pretix call and turn its errors into a transient or permanent failure."""
+    try:
+        return request()
+    except PretixValidationError as exc:
+        if exc.code_taken:
+            return _PretixFailure(False, f"{_CODE_TAKEN} {exc}")
+        return _PretixFailure(False, "Pretix refused the voucher: " + "; ".join(exc.messages()))
+    except (PretixUnavailable, PretixConflict) as exc:
+        return _PretixFailure(True, f"Pretix is unavailable: {exc}")
+    except PretixAuthError as exc:
+        return _PretixFailure(
+            False,
+            f"Pretix refused our token ({exc}); check PRETIX_TOKEN and the team's voucher "
+            "permissions, then retry",
+        )
+    except PretixNotFound as exc:
+        return _PretixFailure(False, f"{_NOT_FOUND} in Pretix: {exc}")
+    except PretixError as exc:
+        return _PretixFailure(False, f"Pretix error: {exc}")
+
+
+def _record_created(ctx: ServiceContext, work: _Work, voucher: Voucher, *, upgraded: bool) -> None:
+    with ctx.db.transaction() as session:
+        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
+        assert row is not None  # voucher rows are never deleted
+        row.pretix_voucher_id = voucher.id
+        row.code = voucher.code
+        row.state = VoucherState.CREATED
+        row.lease_expires_at = None
+        row.attempts = 0
+        row.next_attempt_at = None
+        row.last_error = None
+        if upgraded:
+            row.original_type = row.voucher_type
+            row.voucher_type = VoucherType.GRANT
+            row.email_sent_at = None  # the grant email goes out even if a co-speaker one did
+            row.email_state = EmailState.NOT_DUE
+            row.email_attempts = 0
+            row.email_generation += 1
+        due = row.grant_id is not None and row.email_sent_at is None
+        if due and row.email_state is EmailState.NOT_DUE:
+            row.email_state = EmailState.PENDING
+
+
+def _failed(ctx: ServiceContext, work: _Work, failure: _PretixFailure) -> ProvisionOutcome:
+    if not failure.transient:
+        return _give_up(ctx, work, failure.reason.removeprefix(_CODE_TAKEN).strip())
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
+        assert row is not None
+        row.attempts += 1
+        row.last_error = failure.reason
+        row.lease_expires_at = None
+        if row.attempts >= ctx.max_attempts:
+            row.state = VoucherState.FAILED
+            attempts = row.attempts
+        else:
+            row.next_attempt_at = now + ctx.backoff(row.attempts)
+            retry_at, attempts = row.next_attempt_at, row.attempts
+    if attempts >= ctx.max_attempts:
+        return _failure_outcome(
+            work, f"gave up after {attempts} attempts: {failure.reason}", ProvisionResult.FAILED
+        )
+    return _failure_outcome(
+        work,
+        f"{failure.reason}. Will retry at {retry_at:%H:%M:%S} UTC "
+        f"(attempt {attempts} of {ctx.max_attempts}).",
+        ProvisionResult.RETRY_SCHEDULED,
+    )
+
+
+def _give_up(ctx: ServiceContext, work: _Work, reason: str) -> ProvisionOutcome:
+    """A permanent failure: the row waits for a person to fix the cause and retry."""
+    with ctx.db.transaction() as session:
+        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
+        assert row is not None
+        row.state = VoucherState.FAILED
+        row.lease_expires_at = None
+        row.last_error = reason
+    return _failure_outcome(work, reason, ProvisionResult.FAILED)
+
+
+def _review(ctx: ServiceContext, work: _Work, reason: str) -> ProvisionOutcome:
+    """Leave the voucher as it is and ask a person to decide."""
+    with ctx.db.transaction() as session:
+        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
+        assert row is not None
+        row.state = VoucherState.NEEDS_REVIEW
+        row.lease_expires_at = None
+        row.last_error = reason
+    return _failure_outcome(work, reason, ProvisionResult.NEEDS_REVIEW)
+
+
+def _failure_outcome(work: _Work, reason: str, result: ProvisionResult) -> ProvisionOutcome:
+    step = Step("pretix", ok=False, detail=reason)
+    return _outcome(
+        work.grant,
+        result,
+        reason[:1].upper() + reason[1:],
+        code=work.code,
+        pretix_id=work.pretix_voucher_id,
+        steps=(*work.steps, step),
+    )
+
+
+def _lock_voucher(session: Session, conference_id: int, email_key: str) -> ConferenceVoucher | None:
+    """The person's voucher row at the conference, locked until the transaction ends."""
+    return session.scalars(
+        select(ConferenceVoucher)
+        .where(
+            ConferenceVoucher.conference_id == conference_id,
+            ConferenceVoucher.email_key == email_key,
+        )
+        .with_for_update()
+    ).one_or_none()
+
+
+def _pretix_off(ref: GrantRef) -> _Done:
+    return _done(
+        ref,
+        ProvisionResult.PRETIX_DISABLED,
+        "Pretix is not configured (set PRETIX_URL and PRETIX_TOKEN); the voucher will be "
+        "issued once it is.",
+    )
+
+
+def _done(
+    ref: GrantRef | None,
+    result: ProvisionResult,
+    message: str,
+    voucher: ConferenceVoucher | None = None,
+) -> _Done:
+    return _Done(_outcome(ref, result, message, voucher))
+
+
+def _outcome(
+    ref: GrantRef | None,
+    result: ProvisionResult,
+    message: str,
+    voucher: ConferenceVoucher | None = None,
+    *,
+    code: str | None = None,
+    kind: VoucherType | None = None,
+    pretix_id: int | None = None,
+    steps: tuple[Step, ...] = (),
+) -> ProvisionOutcome:
+    if voucher is not None:
+        code, kind, pretix_id = voucher.code, voucher.voucher_type, voucher.pretix_voucher_id
+    if not steps:
+        steps = (Step("decide", ok=result not in (ProvisionResult.FAILED,), detail=message),)
+    return ProvisionOutcome(
+        result=result,
+        message=message,
+        grant=ref,
+        voucher_code=code,
+        voucher_type=kind,
+        pretix_voucher_id=pretix_id,
+        steps=steps,
+    )

@@ -1,0 +1,232 @@
+"""Revoking a grant voucher after the grantee refused: delete it in Pretix unless it was used."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from bot.pretix import (
+    EventRef,
+    PretixError,
+    PretixNotFound,
+    PretixUnavailable,
+    PretixVoucherUsed,
+    make_idempotency_key,
+)
+from bot.services.actors import Actor
+from bot.services.audit import write_audit_event
+from bot.services.context import ServiceContext
+from bot.services.outcomes import GrantRef, RevokeOutcome, RevokeResult, Step
+from bot.services.provisioning import grant_ref
+from bot.storage import (
+    Conference,
+    ConferenceVoucher,
+    Grant,
+    GrantStatus,
+    VoucherState,
+    VoucherType,
+)
+
+
+@dataclass(frozen=True)
+class _Revoking:
+    voucher_id: int
+    code: str
+    pretix_voucher_id: int | None
+    event: EventRef
+    grant: GrantRef
+    previous_state: VoucherState
+
+
+def revoke_grant_voucher(ctx: ServiceContext, *, grant_id: int, actor: Actor) -> RevokeOutcome:
+    """Delete the grant voucher of a grant that is no longer confirmed; report a used one."""
+    claimed = _claim(ctx, grant_id=grant_id)
+    outcome = claimed if isinstance(claimed, RevokeOutcome) else _delete(ctx, claimed)
+    write_audit_event(
+        ctx.db,
+        actor=actor,
+        action="revoke",
+        outcome=outcome.result.value,
+        conference_id=outcome.grant.conference_id if outcome.grant else None,
+        grant_id=outcome.grant.id if outcome.grant else None,
+        detail={"message": outcome.message, "code": outcome.voucher_code},
+    )
+    ctx.publish(outcome)
+    return outcome
+
+
+def _claim(ctx: ServiceContext, *, grant_id: int) -> _Revoking | RevokeOutcome:
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        found = session.execute(
+            select(Grant, Conference)
+            .join(Conference, Grant.conference_id == Conference.id)
+            .where(Grant.id == grant_id)
+        ).one_or_none()
+        if found is None:
+            return RevokeOutcome(
+                RevokeResult.GRANT_NOT_FOUND, f"There is no grant #{grant_id}.", None
+            )
+        grant, conference = found
+        ref = grant_ref(grant, conference)
+        if grant.status is GrantStatus.CONFIRMED:
+            return RevokeOutcome(
+                RevokeResult.NOT_REFUSED,
+                f"{ref.full_name}'s grant is still confirmed; only a grant that was refused "
+                "(or otherwise withdrawn) after confirmation can lose its voucher.",
+                ref,
+            )
+        voucher = session.scalars(
+            select(ConferenceVoucher)
+            .where(
+                ConferenceVoucher.conference_id == conference.id,
+                ConferenceVoucher.email_key == grant.email_key,
+            )
+            .with_for_update()
+        ).one_or_none()
+        if voucher is None:
+            return RevokeOutcome(
+                RevokeResult.NO_VOUCHER, f"{ref.full_name} has no voucher to revoke.", ref
+            )
+        refusal = _refusal(
+            voucher,
+            ref,
+            now_leased=bool(voucher.lease_expires_at and voucher.lease_expires_at > now),
+        )
+        if refusal is not None:
+            return refusal
+        config = ctx.conference(conference.code)
+        if ctx.pretix is None or config is None:
+            return RevokeOutcome(
+                RevokeResult.PRETIX_DISABLED,
+                "Pretix is not configured (PRETIX_URL, PRETIX_TOKEN); nothing was revoked.",
+                ref,
+                voucher.code,
+            )
+        previous = voucher.state
+        if previous is VoucherState.REVOKING:  # a revoke that crashed half-way
+            previous = VoucherState.CREATED if voucher.pretix_voucher_id else VoucherState.CREATING
+        voucher.state = VoucherState.REVOKING
+        voucher.lease_expires_at = now + ctx.lease
+        return _Revoking(
+            voucher.id,
+            voucher.code,
+            voucher.pretix_voucher_id,
+            EventRef(config.pretix_organizer, config.pretix_event),
+            ref,
+            previous,
+        )
+
+
+def _refusal(
+    voucher: ConferenceVoucher, ref: GrantRef, *, now_leased: bool
+) -> RevokeOutcome | None:
+    """Vouchers that revoke must leave alone, each with the reason in words."""
+    code = voucher.code
+    if voucher.state is VoucherState.REVOKED:
+        return RevokeOutcome(
+            RevokeResult.ALREADY_REVOKED, f"Voucher {code} was already revoked.", ref, code
+        )
+    if now_leased:
+        return RevokeOutcome(
+            RevokeResult.IN_PROGRESS, f"Voucher {code} is being worked on right now.", ref, code
+        )
+    if voucher.voucher_type is not VoucherType.GRANT:
+        return RevokeOutcome(
+            RevokeResult.NOT_A_GRANT_VOUCHER,
+            f"{ref.full_name}'s voucher {code} is a {voucher.voucher_type.value.replace('_', '-')} "
+            "voucher, not a grant voucher; it was left alone.",
+            ref,
+            code,
+        )
+    if voucher.original_type is VoucherType.CO_SPEAKER:
+        return RevokeOutcome(
+            RevokeResult.NEEDS_REVIEW,
+            f"Voucher {code} was upgraded from {ref.full_name}'s co-speaker voucher; deleting it "
+            "would also take the co-speaker discount away. A person must decide.",
+            ref,
+            code,
+        )
+    return None
+
+
+def _delete(ctx: ServiceContext, work: _Revoking) -> RevokeOutcome:
+    assert ctx.pretix is not None
+    pretix = ctx.pretix
+    steps: list[Step] = []
+    try:
+        voucher_id = work.pretix_voucher_id
+        if voucher_id is None:
+            # A crash before the create was recorded: the voucher may exist under our code.
+            found = pretix.find_voucher_by_code(work.event, work.code)
+            voucher_id = found.id if found else None
+        if voucher_id is None:
+            return _finish(
+                ctx, work, RevokeResult.ALREADY_GONE, f"{work.code} is not in Pretix.", steps
+            )
+        current = pretix.get_voucher(work.event, voucher_id)
+        if current.redeemed > 0:
+            return _keep(
+                ctx,
+                work,
+                f"Voucher {work.code} was already used ({current.redeemed}x); it was not "
+                "deleted. A person must decide what to do.",
+            )
+        pretix.delete_voucher(
+            work.event,
+            voucher_id,
+            idempotency_key=make_idempotency_key(
+                "delete-voucher", f"{work.grant.conference}:{work.voucher_id}", {"id": voucher_id}
+            ),
+        )
+        steps.append(Step("pretix", ok=True, detail=f"deleted voucher #{voucher_id}"))
+    except PretixNotFound:
+        return _finish(
+            ctx, work, RevokeResult.ALREADY_GONE, f"Voucher {work.code} was already gone.", steps
+        )
+    except PretixVoucherUsed:
+        return _keep(ctx, work, f"Voucher {work.code} was used meanwhile; it was not deleted.")
+    except PretixUnavailable as exc:
+        _release(ctx, work, f"Pretix is unavailable: {exc}")
+        return RevokeOutcome(
+            RevokeResult.RETRY_LATER,
+            f"Pretix is unavailable ({exc}); nothing changed, try the revoke again later.",
+            work.grant,
+            work.code,
+        )
+    except PretixError as exc:
+        _release(ctx, work, str(exc))
+        return RevokeOutcome(
+            RevokeResult.FAILED, f"Pretix refused the revoke: {exc}", work.grant, work.code
+        )
+    return _finish(
+        ctx, work, RevokeResult.REVOKED, f"Voucher {work.code} deleted in Pretix.", steps
+    )
+
+
+def _finish(
+    ctx: ServiceContext, work: _Revoking, result: RevokeResult, message: str, steps: list[Step]
+) -> RevokeOutcome:
+    with ctx.db.transaction() as session:
+        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
+        assert row is not None
+        row.state = VoucherState.REVOKED
+        row.lease_expires_at = None
+        row.last_error = None
+    return RevokeOutcome(result, message, work.grant, work.code, tuple(steps))
+
+
+def _keep(ctx: ServiceContext, work: _Revoking, message: str) -> RevokeOutcome:
+    """A used voucher stays; it goes back to `created` and waits for a person."""
+    _release(ctx, work, message)
+    return RevokeOutcome(RevokeResult.REDEEMED, message, work.grant, work.code)
+
+
+def _release(ctx: ServiceContext, work: _Revoking, error: str) -> None:
+    with ctx.db.transaction() as session:
+        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
+        assert row is not None
+        row.state = work.previous_state
+        row.lease_expires_at = None
+        row.last_error = error

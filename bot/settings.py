@@ -1,0 +1,206 @@
+"""Process settings: environment variables or a `.env` file, validated once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SQLITE_DEFAULT_URL = "sqlite:///voucher-bot.sqlite3"
+
+
+class ConfigError(Exception):
+    """Settings or conference configuration that the bot refuses to start with."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    def render(self) -> str:
+        """One line per bad setting, ready for a terminal."""
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        return f"The bot cannot start; fix these settings:\n{lines}"
+
+
+class Settings(BaseSettings):
+    """Everything the process reads from its environment; built once and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    database_url: str = SQLITE_DEFAULT_URL
+    auto_migrate: bool = True
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+    slack_staff_usergroup: str | None = None
+    slack_staff_user_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    slack_staff_cache_seconds: int = Field(default=300, ge=0)
+
+    pretix_url: AnyHttpUrl | None = None
+    pretix_token: SecretStr | None = None
+    pretix_timeout_seconds: float = Field(default=10.0, gt=0)
+    pretix_max_attempts: int = Field(default=5, ge=1, le=20)
+
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "ssl"] = "starttls"
+    smtp_timeout_seconds: float = Field(default=20.0, gt=0)
+    email_from: str | None = None
+
+    grants_webhook_secret: SecretStr | None = None
+    conferences_file: Path = Path("conferences.toml")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    reconcile_interval_seconds: int = Field(default=30, ge=1)
+    work_lease_seconds: int = Field(default=180, ge=10)
+    max_provisioning_attempts: int = Field(default=8, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        # Operators paste URLs from their hosting panel; psycopg 3 is the driver we ship.
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value.removeprefix(prefix)
+        if not value.startswith(("sqlite://", "postgresql+psycopg://")):
+            raise ValueError("use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
+        return value
+
+    @field_validator("slack_staff_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
+        return value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("a bot token starts with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("an app-level token starts with xapp-")
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _email_from_shape(cls, value: str | None) -> str | None:
+        if value is not None and "@" not in value:
+            raise ValueError("give an address such as 'PyCon Italia <grants@pycon.it>'")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Settings:
+        problems: list[str] = []
+        if (self.pretix_url is None) != (self.pretix_token is None):
+            problems.append("PRETIX_URL and PRETIX_TOKEN go together: set both or neither")
+        if (self.smtp_host is None) != (self.email_from is None):
+            problems.append("SMTP_HOST and EMAIL_FROM go together: set both or neither")
+        if (
+            self.slack_bot_token is not None
+            and self.slack_app_token is None
+            and (self.slack_signing_secret is None)
+        ):
+            problems.append(
+                "SLACK_SIGNING_SECRET is needed with SLACK_BOT_TOKEN "
+                "(or set SLACK_APP_TOKEN for Socket Mode)"
+            )
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            problems.append("SMTP_USERNAME and SMTP_PASSWORD go together: set both or neither")
+        if self.slack_app_token is not None and self.slack_bot_token is None:
+            problems.append("SLACK_APP_TOKEN needs SLACK_BOT_TOKEN as well")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def slack_enabled(self) -> bool:
+        """Slack is on once a bot token is configured."""
+        return self.slack_bot_token is not None
+
+    @property
+    def pretix_enabled(self) -> bool:
+        """Pretix is on once its URL and token are configured."""
+        return self.pretix_url is not None and self.pretix_token is not None
+
+    @property
+    def email_enabled(self) -> bool:
+        """Email is on once an SMTP host and sender are configured."""
+        return self.smtp_host is not None and self.email_from is not None
+
+    @property
+    def effective_smtp_port(self) -> int:
+        """The configured port, or the usual one for the TLS mode."""
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return {"none": 25, "starttls": 587, "ssl": 465}[self.smtp_tls]
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the embedded SQLite default (or another SQLite file) is in use."""
+        return self.database_url.startswith("sqlite")
+
+    def disabled_features(self) -> list[str]:
+        """Which integrations are off, each with the settings that turn it on."""
+        missing = []
+        if not self.slack_enabled:
+            missing.append("Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET")
+        if not self.pretix_enabled:
+            missing.append("Pretix is off: set PRETIX_URL and PRETIX_TOKEN")
+        if not self.email_enabled:
+            missing.append("email is off: set SMTP_HOST and EMAIL_FROM")
+        if self.grants_webhook_secret is None:
+            missing.append("the grant webhook is off: set GRANTS_WEBHOOK_SECRET")
+        return missing
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and `.env`), or raise ConfigError naming each fault."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+
+
+def _describe(error: Any) -> str:
+    location = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+    message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    if not location:
+        return message
+    name = location[0].upper()
+    shown = "" if "Secret" in str(error.get("type", "")) else f" (got {error.get('input')!r})"
+    if name.endswith(("TOKEN", "SECRET", "PASSWORD")):
+        shown = ""
+    return f"{name}: {message}{shown}"

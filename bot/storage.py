@@ -1,0 +1,386 @@
+"""Database schema (SQLAlchemy 2 typed models), engine set-up and short transactions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+
+def utcnow() -> dt.datetime:
+    """The current time, aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """An aware UTC timestamp on every backend (SQLite forgets the offset otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass an aware datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class GrantStatus(enum.StrEnum):
+    """Grant statuses as the conference backend names them."""
+
+    PENDING = "pending"
+    REJECTED = "rejected"
+    APPROVED = "approved"
+    WAITING_FOR_CONFIRMATION = "waiting_for_confirmation"
+    CONFIRMED = "confirmed"
+    REFUSED = "refused"
+    WAITING_LIST = "waiting_list"
+    WAITING_LIST_MAYBE = "waiting_list_maybe"
+    DIDNT_ATTEND = "didnt_attend"
+
+
+class VoucherType(enum.StrEnum):
+    """What a conference voucher was made for."""
+
+    SPEAKER = "speaker"
+    CO_SPEAKER = "co_speaker"
+    GRANT = "grant"
+
+
+class VoucherState(enum.StrEnum):
+    """Where a voucher row is in its life; every non-final state is unfinished work."""
+
+    CREATING = "creating"  # reserved with a code; the Pretix create may or may not have happened
+    UPGRADING = "upgrading"  # co-speaker voucher being changed to grant terms in Pretix
+    CREATED = "created"  # exists in Pretix with the terms its type says
+    NEEDS_REVIEW = "needs_review"  # a person must decide (e.g. co-speaker voucher already used)
+    FAILED = "failed"  # gave up after retries or a permanent error; a staff retry restarts it
+    REVOKING = "revoking"  # being deleted in Pretix
+    REVOKED = "revoked"  # deleted in Pretix
+
+
+UNFINISHED_VOUCHER_STATES = (VoucherState.CREATING, VoucherState.UPGRADING, VoucherState.REVOKING)
+
+
+class EmailState(enum.StrEnum):
+    """Delivery of the voucher email for one voucher row."""
+
+    NOT_DUE = "not_due"  # nothing to send (e.g. a speaker voucher with no grant)
+    PENDING = "pending"  # due, not claimed
+    SENDING = "sending"  # claimed by a worker under a lease
+    SENT = "sent"
+    FAILED = "failed"  # gave up after retries; a staff resend restarts it
+
+
+class BulkStatus(enum.StrEnum):
+    """A bulk issuance request, from preview to done."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class Source(enum.StrEnum):
+    """Where a request came from, for the audit log."""
+
+    WEBHOOK = "webhook"
+    IMPORT = "import"
+    SLASH_COMMAND = "slash_command"
+    BUTTON = "button"
+    CLI = "cli"
+    RECONCILER = "reconciler"
+    SCHEDULER = "scheduler"
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class StrEnumColumn(TypeDecorator[E]):
+    """A string column holding one of a StrEnum's values."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_type: type[E], length: int = 32) -> None:
+        super().__init__(length=length)
+        self.enum_type = enum_type
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum_type(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_type(value)
+
+
+JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a stable constraint naming convention (Alembic needs names)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dt.datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+    }
+
+
+class Timestamped:
+    """Created and updated times, set by the application clock."""
+
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Conference(Timestamped, Base):
+    """A conference as configured; rows are synced from the configuration file at start."""
+
+    __tablename__ = "conferences"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(50), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    pretix_organizer: Mapped[str] = mapped_column(String(100))
+    pretix_event: Mapped[str] = mapped_column(String(100))
+    pretix_quota_id: Mapped[int | None]
+    pretix_item_id: Mapped[int | None]
+    voucher_valid_until: Mapped[dt.datetime | None]
+    timezone: Mapped[str] = mapped_column(String(64))
+    slack_channel: Mapped[str | None] = mapped_column(String(40))
+
+
+class Grant(Timestamped, Base):
+    """A financial-aid grant as the conference backend last described it."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        UniqueConstraint("conference_id", "external_id"),
+        Index("ix_grants_conference_email", "conference_id", "email_key"),
+        Index("ix_grants_status", "status"),
+        Index("ix_grants_external_id", "external_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conference_id: Mapped[int] = mapped_column(ForeignKey("conferences.id"))
+    external_id: Mapped[str] = mapped_column(String(64))
+    full_name: Mapped[str] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_key: Mapped[str | None] = mapped_column(String(320))
+    slack_user_id: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[GrantStatus] = mapped_column(StrEnumColumn(GrantStatus, 40))
+    previous_status: Mapped[GrantStatus | None] = mapped_column(StrEnumColumn(GrantStatus, 40))
+    approved_type: Mapped[str | None] = mapped_column(String(40))
+    applicant_reply_sent_at: Mapped[dt.datetime | None]
+    applicant_reply_deadline: Mapped[dt.datetime | None]
+    source_updated_at: Mapped[dt.datetime]
+    confirmed_at: Mapped[dt.datetime | None]
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    admin_url: Mapped[str | None] = mapped_column(Text)
+    reimbursements: Mapped[list[Any] | None]
+
+
+class ConferenceVoucher(Timestamped, Base):
+    """The one voucher a person has at a conference, and the state of its provisioning."""
+
+    __tablename__ = "conference_vouchers"
+    __table_args__ = (
+        UniqueConstraint("conference_id", "email_key"),
+        UniqueConstraint("conference_id", "code"),
+        Index("ix_conference_vouchers_state_next", "state", "next_attempt_at"),
+        Index("ix_conference_vouchers_email_state_next", "email_state", "email_next_attempt_at"),
+        Index("ix_conference_vouchers_grant_id", "grant_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conference_id: Mapped[int] = mapped_column(ForeignKey("conferences.id"))
+    email_key: Mapped[str] = mapped_column(String(320))
+    grant_id: Mapped[int | None] = mapped_column(ForeignKey("grants.id", ondelete="SET NULL"))
+    voucher_type: Mapped[VoucherType] = mapped_column(StrEnumColumn(VoucherType, 16))
+    original_type: Mapped[VoucherType | None] = mapped_column(StrEnumColumn(VoucherType, 16))
+    code: Mapped[str] = mapped_column(String(255))
+    pretix_voucher_id: Mapped[int | None]
+    state: Mapped[VoucherState] = mapped_column(StrEnumColumn(VoucherState, 20))
+    lease_expires_at: Mapped[dt.datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    email_state: Mapped[EmailState] = mapped_column(StrEnumColumn(EmailState, 16))
+    email_sent_at: Mapped[dt.datetime | None]
+    email_lease_expires_at: Mapped[dt.datetime | None]
+    email_attempts: Mapped[int] = mapped_column(default=0)
+    email_next_attempt_at: Mapped[dt.datetime | None]
+    email_last_error: Mapped[str | None] = mapped_column(Text)
+    email_generation: Mapped[int] = mapped_column(default=0)
+    emails_sent: Mapped[int] = mapped_column(default=0)
+
+
+class BulkRequest(Timestamped, Base):
+    """A staff request to issue many vouchers at once, waiting for a second person's approval."""
+
+    __tablename__ = "bulk_requests"
+    __table_args__ = (Index("ix_bulk_requests_status", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conference_id: Mapped[int] = mapped_column(ForeignKey("conferences.id"))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    status: Mapped[BulkStatus] = mapped_column(StrEnumColumn(BulkStatus, 24))
+    grant_ids: Mapped[list[Any]]
+    approved_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime]
+    slack_channel: Mapped[str | None] = mapped_column(String(40))
+    slack_ts: Mapped[str | None] = mapped_column(String(40))
+    summary: Mapped[dict[str, Any] | None]
+
+
+class AuditEvent(Base):
+    """Append-only record of who did what, from where, and how it ended."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_grant_id", "grant_id"),
+        Index("ix_audit_events_occurred_at", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    source: Mapped[Source] = mapped_column(StrEnumColumn(Source, 20))
+    action: Mapped[str] = mapped_column(String(50))
+    outcome: Mapped[str] = mapped_column(String(50))
+    conference_id: Mapped[int | None] = mapped_column(ForeignKey("conferences.id"))
+    grant_id: Mapped[int | None] = mapped_column(ForeignKey("grants.id", ondelete="SET NULL"))
+    detail: Mapped[dict[str, Any] | None]
+
+
+class InboundEvent(Base):
+    """An inbound notification's id, so a re-delivery is recognised and ignored."""
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (UniqueConstraint("source", "event_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))
+    event_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(50))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    result: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any] | None]
+
+
+def create_db_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for Postgres (psycopg 3) or the embedded SQLite file."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy issue BEGIN itself (below) and keep foreign keys honest.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # SQLite has no SELECT ... FOR UPDATE: taking the write lock at BEGIN serialises writers,
+    # which gives the same guarantee for the single-process embedded set-up.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The engine and its session factory; `transaction()` is the unit of work."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> Database:
+        """Connect to the given SQLAlchemy URL."""
+        return cls(create_db_engine(url))
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether row locks (FOR UPDATE, SKIP LOCKED) are real."""
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A short transaction: commits on success, rolls back on any exception."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def insert_ignoring_conflict(
+    session: Session, model: type[Base], values: Mapping[str, Any], *, conflict: list[str]
+) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite; True if a row was inserted."""
+    if session.get_bind().dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(model).values(**values)
+    else:
+        stmt = sqlite.insert(model).values(**values)
+    stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
+    result = session.execute(stmt)
+    return bool(result.rowcount)  # type: ignore[attr-defined]

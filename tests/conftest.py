@@ -1,0 +1,159 @@
+"""Shared fixtures: a real Postgres database, and the bot's services wired to local fakes.
+
+Tests share one database; each test makes its own conference code, grant ids and email
+addresses, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from bot import migrations
+from bot.conferences import ConferenceConfig, Conferences
+from bot.mailer import SmtpMailer
+from bot.pretix import PretixClient
+from bot.services.actors import Actor
+from bot.services.conference_sync import sync_conferences
+from bot.services.context import ServiceContext
+from bot.services.intake import ingest_grant
+from bot.services.notifications import GrantPayload
+from bot.storage import Database, Source
+from tests.fakes.pretix_server import FakePretix
+
+pytest_plugins = ["tests.fakes.pretix_fixtures", "tests.fakes.smtp_fixtures"]
+
+DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TEST_ACTOR = Actor(Source.CLI, "pytest")
+
+
+def postgres_url() -> str:
+    """The Postgres database the tests use (TEST_DATABASE_URL, default the local `test`)."""
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """The test database URL, after checking that Postgres answers."""
+    url = postgres_url()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        pytest.exit(
+            f"Postgres is not reachable at {url} ({exc.__class__.__name__}). Start it "
+            "(pg_ctlcluster --skip-systemctl-redirect 15 main start) or set TEST_DATABASE_URL.",
+            returncode=3,
+        )
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def db(database_url: str) -> Iterator[Database]:
+    """The shared test database, migrated to the newest schema once per run."""
+    database = Database.from_url(database_url)
+    migrations.upgrade(database.engine)
+    yield database
+    database.dispose()
+
+
+def unique(prefix: str) -> str:
+    """A short id no other test uses."""
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def conference(db: Database) -> ConferenceConfig:
+    """A conference of this test's own, pointing at the fake Pretix event."""
+    return ConferenceConfig(
+        code=unique("conf"),
+        name="PyCon Italia 2026",
+        pretix_organizer="pycon",
+        pretix_event="pycon2026",
+        pretix_quota=1,
+        voucher_valid_until=dt.datetime(2030, 5, 31, 21, 59, 59, tzinfo=dt.UTC),
+        timezone="Europe/Rome",
+        slack_channel="C0GRANTS",
+    )
+
+
+@pytest.fixture
+def make_ctx(
+    db: Database,
+    conference: ConferenceConfig,
+    pretix_server: FakePretix,
+    pretix_client: PretixClient,
+    smtp_mailer: SmtpMailer,
+) -> Callable[..., ServiceContext]:
+    """Build a service context on the fakes; keyword overrides replace any collaborator."""
+
+    def build(**overrides: Any) -> ServiceContext:
+        conferences = overrides.pop("conferences", Conferences({conference.code: conference}))
+        database = overrides.pop("db", db)
+        sync_conferences(database, conferences)
+        values: dict[str, Any] = {
+            "db": database,
+            "conferences": conferences,
+            "pretix": pretix_client,
+            "mailer": smtp_mailer,
+            "pretix_url": pretix_server.url,
+            "message_id_domain": "pycon.example.org",
+            "backoff": lambda attempt: dt.timedelta(seconds=30 * attempt),
+        }
+        values.update(overrides)
+        return ServiceContext(**values)
+
+    return build
+
+
+@pytest.fixture
+def ctx(make_ctx: Callable[..., ServiceContext]) -> ServiceContext:
+    """Services wired to the local Pretix fake and SMTP server, on Postgres."""
+    return make_ctx()
+
+
+@pytest.fixture
+def grant_payload(conference: ConferenceConfig) -> Callable[..., GrantPayload]:
+    """Build a grant notification with unique id and email; keywords override fields."""
+
+    def build(**fields: Any) -> GrantPayload:
+        ident = unique("")
+        values: dict[str, Any] = {
+            "id": ident,
+            "conference": conference.code,
+            "full_name": "Jane Doe",
+            "email": f"jane.{ident}@example.org",
+            "status": "confirmed",
+            "previous_status": "waiting_for_confirmation",
+            "applicant_reply_sent_at": "2026-04-20T09:00:00Z",
+            "applicant_reply_deadline": "2026-05-04T23:59:59Z",
+            "updated_at": "2026-05-02T10:00:00Z",
+        }
+        values.update(fields)
+        return GrantPayload.model_validate(values)
+
+    return build
+
+
+@pytest.fixture
+def make_grant(
+    ctx: ServiceContext, grant_payload: Callable[..., GrantPayload]
+) -> Callable[..., int]:
+    """Store a grant through the intake service and return its internal id."""
+
+    def build(**fields: Any) -> int:
+        intake = ingest_grant(ctx, payload=grant_payload(**fields), actor=TEST_ACTOR)
+        assert intake.grant is not None, intake.message
+        return intake.grant.id
+
+    return build
