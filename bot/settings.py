@@ -191,7 +191,18 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+        problems = [_describe(error) for error in exc.errors()]
+        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+    # Settings that go together are checked once every single one is valid; check them now
+    # with the bad ones at their defaults, so that one message names every problem.
+    defaults = {
+        name: Settings.model_fields[name].get_default(call_default_factory=True) for name in bad
+    }
+    try:
+        Settings(**{**overrides, **defaults})
+    except ValidationError as exc:
+        problems += [_describe(error) for error in exc.errors() if not error["loc"]]
+    raise ConfigError(problems)
 
 
 def _describe(error: Any) -> str:

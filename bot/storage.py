@@ -381,6 +381,8 @@ def insert_ignoring_conflict(
         stmt: Any = postgresql.insert(model).values(**values)
     else:
         stmt = sqlite.insert(model).values(**values)
-    stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
-    result = session.execute(stmt)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    # RETURNING, not rowcount: drivers report -1 for some INSERTs, which reads as "inserted".
+    stmt = stmt.on_conflict_do_nothing(index_elements=conflict).returning(
+        *model.__mapper__.primary_key
+    )
+    return session.execute(stmt).first() is not None

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from bot.services.intake import ingest_grant
 from bot.services.notifications import GrantPayload
 from bot.storage import Database, Source
 from tests.fakes.pretix_server import FakePretix
+from tests.fakes.smtp_server import FakeSmtpServer
 
 pytest_plugins = ["tests.fakes.pretix_fixtures", "tests.fakes.smtp_fixtures"]
 
@@ -157,3 +159,48 @@ def make_grant(
         return intake.grant.id
 
     return build
+
+
+def conferences_toml(*conferences: ConferenceConfig) -> str:
+    """The configuration file text for these conferences (what an operator would write)."""
+    lines: list[str] = []
+    for conf in conferences:
+        lines.append(f"[conferences.{conf.code}]")
+        for name, value in conf.model_dump(exclude={"code"}, exclude_none=True).items():
+            if isinstance(value, bool):
+                rendered = "true" if value else "false"
+            elif isinstance(value, int):
+                rendered = str(value)
+            elif isinstance(value, dt.datetime | dt.time):
+                rendered = value.isoformat()
+            else:
+                rendered = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            lines.append(f"{name} = {rendered}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def bot_env(
+    tmp_path: Path,
+    database_url: str,
+    conference: ConferenceConfig,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> dict[str, str]:
+    """Environment for running the bot as a separate process against the local fakes."""
+    config = tmp_path / "conferences.toml"
+    config.write_text(conferences_toml(conference), encoding="utf-8")
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
+    return {
+        **keep,
+        "DATABASE_URL": database_url,
+        "CONFERENCES_FILE": str(config),
+        "PRETIX_URL": pretix_server.url,
+        "PRETIX_TOKEN": pretix_server.token,
+        "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_TLS": "none",
+        "EMAIL_FROM": "PyCon Italia Grants <grants@pycon.example.org>",
+        "LOG_FORMAT": "json",
+    }

@@ -105,8 +105,9 @@ def _claim(ctx: ServiceContext, *, voucher_id: int, resend: bool) -> _Claimed | 
             update(CV)
             .where(CV.id == voucher_id, CV.state == VoucherState.CREATED, due)
             .values(**values)
+            .returning(CV.id)
             .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
+        ).first()
         row = session.execute(
             select(CV, Grant, Conference)
             .outerjoin(Grant, CV.grant_id == Grant.id)
@@ -116,7 +117,7 @@ def _claim(ctx: ServiceContext, *, voucher_id: int, resend: bool) -> _Claimed | 
         if row is None:
             return EmailOutcome(EmailResult.NOT_DUE, f"there is no voucher #{voucher_id}")
         voucher, grant, conference = row
-        if won != 1:
+        if won is None:  # the conditional UPDATE matched nothing: someone else's claim
             return _why_not(voucher, resend=resend)
         config = ctx.conference(conference.code)
         if grant is None or grant.email is None or config is None:

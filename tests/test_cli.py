@@ -1,0 +1,197 @@
+"""The command line and the server start, run as real processes against the local fakes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.conferences import ConferenceConfig
+from bot.services.context import ServiceContext
+from bot.storage import Grant
+from tests.conftest import conferences_toml, unique
+from tests.fakes.pretix_server import FakePretix
+from tests.fakes.smtp_server import FakeSmtpServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def run_cli(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def bare_env(tmp_path: Path) -> dict[str, str]:
+    """No settings at all, in an empty directory: the embedded SQLite default."""
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    return {**keep, "PYTHONPATH": str(ROOT)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    env = {**bare_env(tmp_path), "PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    yield process, port
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def test_starts_without_any_settings_on_sqlite_and_says_what_is_off(
+    server: tuple[subprocess.Popen[str], int], tmp_path: Path
+) -> None:
+    process, port = server
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            assert process.poll() is None, "the bot exited instead of starting"
+            assert time.monotonic() < deadline, "the bot did not start in time"
+            time.sleep(0.1)
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "ok"
+    assert answer.json()["slack"] is False
+    process.terminate()
+    output, _ = process.communicate(timeout=10)
+    assert "Traceback" not in output
+    assert "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET" in output
+    assert "set PRETIX_URL and PRETIX_TOKEN" in output
+    assert (tmp_path / "voucher-bot.sqlite3").exists()
+
+
+def test_bad_settings_stop_the_start_with_one_message_naming_each(tmp_path: Path) -> None:
+    env = {
+        **bare_env(tmp_path),
+        "PRETIX_URL": "https://pretix.eu",
+        "PORT": "99999",
+        "SLACK_BOT_TOKEN": "not-a-token",
+    }
+    result = run_cli(env, "status", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "PORT" in result.stderr
+    assert "SLACK_BOT_TOKEN" in result.stderr
+    assert "not-a-token" not in result.stderr  # secrets are never echoed
+    assert "PRETIX_URL and PRETIX_TOKEN go together" in result.stderr
+
+
+def test_missing_conference_file_is_named(tmp_path: Path) -> None:
+    env = {**bare_env(tmp_path), "CONFERENCES_FILE": str(tmp_path / "nope.toml")}
+    result = run_cli(env, "status", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "CONFERENCES_FILE" in result.stderr and "nope.toml" in result.stderr
+
+
+def test_provision_from_the_command_line_again_and_again(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    bot_env: dict[str, str],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    grant_id = make_grant()
+    with ctx.db.transaction() as session:
+        grant = session.get(Grant, grant_id)
+        assert grant is not None
+        ident = grant.external_id
+
+    first = run_cli(bot_env, "provision", ident)
+    second = run_cli(bot_env, "provision", ident)
+    status = run_cli(bot_env, "status", ident)
+
+    assert first.returncode == 0, first.stderr
+    assert "created in Pretix" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "already has a grant voucher" in second.stdout
+    assert len(pretix_server.all_vouchers()) == 1
+    assert len(smtp_server.messages) == 1
+    assert "voucher:" in status.stdout and "sent" in status.stdout
+
+
+def test_provision_unknown_grant_exits_1_with_a_message(bot_env: dict[str, str]) -> None:
+    result = run_cli(bot_env, "provision", unique("nobody"))
+    assert result.returncode == 1
+    assert "No grant found" in result.stderr
+
+
+def test_grants_import_reports_bad_rows_by_line_and_keeps_good_ones(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    source = (DATA / "grants-with-errors.csv").read_text(encoding="utf-8")
+    ids = {str(n): unique("") for n in range(9001, 9008)}
+    for old, new in ids.items():
+        source = source.replace(f"{old},", f"{new},")
+    path = tmp_path / "grants.csv"
+    path.write_text(source.replace("pycon2026", conference.code), encoding="utf-8")
+
+    result = run_cli(bot_env, "grants", "import", str(path))
+
+    assert result.returncode == 1
+    assert "6 bad rows skipped" in result.stderr
+    for line in range(2, 8):  # every row but the last (line 8) is bad
+        assert f"line {line}:" in result.stderr
+    assert "line 8:" not in result.stderr
+    assert "1 created" in result.stdout
+
+
+def test_check_says_what_works_and_what_does_not(bot_env: dict[str, str]) -> None:
+    result = run_cli(bot_env, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "database" in result.stdout and "quota 1 (Grant tickets)" in result.stdout
+
+    broken = run_cli({**bot_env, "PRETIX_TOKEN": "wrong", "SMTP_PORT": str(free_port())}, "check")
+    assert broken.returncode == 1
+    assert "check PRETIX_TOKEN" in broken.stdout
+    assert "cannot connect" in broken.stdout
+
+
+def test_check_tells_an_unknown_event_slug_apart(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    wrong = conference.model_copy(update={"pretix_event": "pycon2062"})
+    config = tmp_path / "wrong.toml"
+    config.write_text(conferences_toml(wrong), encoding="utf-8")
+    result = run_cli({**bot_env, "CONFERENCES_FILE": str(config)}, "check")
+    assert result.returncode == 1
+    assert "event 'pycon2062' does not exist under 'pycon'" in result.stdout
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = run_cli(bare_env(tmp_path), "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("migrate", "grants", "vouchers", "provision", "resend", "revoke", "status"):
+        assert command in result.stdout

@@ -1,0 +1,53 @@
+"""The embedded SQLite default runs the same provisioning rules (one process, several threads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bot import migrations
+from bot.services.context import ServiceContext
+from bot.services.intake import ingest_grant
+from bot.services.notifications import GrantPayload
+from bot.services.outcomes import ProvisionResult
+from bot.services.provisioning import provision_grant_voucher
+from bot.storage import Database
+from tests.conftest import TEST_ACTOR
+from tests.fakes.pretix_server import FakePretix
+from tests.fakes.smtp_server import FakeSmtpServer
+
+
+@pytest.fixture
+def sqlite_ctx(tmp_path: Path, make_ctx: Callable[..., ServiceContext]) -> Iterator[ServiceContext]:
+    db = Database.from_url(f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+    migrations.upgrade(db.engine)
+    yield make_ctx(db=db)
+    db.dispose()
+
+
+def test_provisioning_on_sqlite(
+    sqlite_ctx: ServiceContext,
+    grant_payload: Callable[..., GrantPayload],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    intake = ingest_grant(sqlite_ctx, payload=grant_payload(), actor=TEST_ACTOR)
+    assert intake.grant is not None and intake.provision
+    grant_id = intake.grant.id
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        outcomes = list(
+            pool.map(
+                lambda _: provision_grant_voucher(sqlite_ctx, grant_id=grant_id, actor=TEST_ACTOR),
+                range(5),
+            )
+        )
+
+    assert [o.result for o in outcomes].count(ProvisionResult.CREATED) == 1
+    assert len(pretix_server.all_vouchers()) == 1
+    assert len(smtp_server.messages) == 1
+    again = provision_grant_voucher(sqlite_ctx, grant_id=grant_id, actor=TEST_ACTOR)
+    assert again.result is ProvisionResult.ALREADY_GRANT
