@@ -375,8 +375,8 @@ class Database:
 
 def insert_ignoring_conflict(
     session: Session, model: type[Base], values: Mapping[str, Any], *, conflict: list[str]
-) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite; True if a row was inserted."""
+) -> int | None:
+    """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite: the new row's id, or None."""
     if session.get_bind().dialect.name == "postgresql":
         stmt: Any = postgresql.insert(model).values(**values)
     else:
@@ -385,4 +385,5 @@ def insert_ignoring_conflict(
     stmt = stmt.on_conflict_do_nothing(index_elements=conflict).returning(
         *model.__mapper__.primary_key
     )
-    return session.execute(stmt).first() is not None
+    row = session.execute(stmt).first()
+    return None if row is None else int(row[0])

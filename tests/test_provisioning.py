@@ -558,3 +558,26 @@ def test_value_is_exactly_zero_in_pretix(
     [voucher] = pretix_server.all_vouchers()
     assert Decimal(voucher["value"]) == Decimal("0.00")
     assert voucher["max_usages"] == 1 and voucher["redeemed"] == 0
+
+
+def test_an_email_change_after_issuing_does_not_make_a_second_voucher(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    grant_payload: Callable[..., object],
+    pretix_server: FakePretix,
+) -> None:
+    grant_id = make_grant(id="7001", updated_at="2026-05-02T10:00:00Z")
+    first = provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+    with ctx.db.transaction() as session:  # the backend now sends a new address
+        session.execute(
+            update(Grant)
+            .where(Grant.id == grant_id)
+            .values(email="jane.new@example.org", email_key="jane.new@example.org")
+        )
+
+    outcome = provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+
+    assert outcome.result is ProvisionResult.NEEDS_REVIEW
+    assert outcome.voucher_code == first.voucher_code
+    assert "email changed" in outcome.message
+    assert len(pretix_server.all_vouchers()) == 1

@@ -25,9 +25,10 @@ def sync_conferences(db: Database, conferences: Conferences) -> None:
                 "slack_channel": config.slack_channel,
             }
             # Replicas starting together must not trip over each other's insert.
-            if insert_ignoring_conflict(
+            inserted = insert_ignoring_conflict(
                 session, Conference, {"code": code, **values}, conflict=["code"]
-            ):
+            )
+            if inserted is not None:
                 continue
             row = session.scalars(
                 select(Conference).where(Conference.code == code).with_for_update()

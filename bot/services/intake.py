@@ -93,7 +93,7 @@ def ingest_grant(ctx: ServiceContext, *, payload: GrantPayload, actor: Actor) ->
             .with_for_update()
         ).one()
         old_status: GrantStatus | None = None
-        if inserted:
+        if inserted is not None:
             action = IntakeAction.CREATED
         elif payload.updated_at < grant.source_updated_at:
             return _stale(session, actor, grant, conference, payload)
@@ -259,7 +259,7 @@ def ingest_voucher(ctx: ServiceContext, *, payload: VoucherPayload, actor: Actor
             },
             conflict=["conference_id", "email_key"],
         )
-        if inserted:
+        if inserted is not None:
             add_audit_event(
                 session,
                 actor=actor,

@@ -170,11 +170,26 @@ def _reserve(
             return refusal
         config = ctx.conference(conference.code)
         assert config is not None  # checked by _refusal
-        voucher = _lock_voucher(session, conference.id, grant.email_key or "")
-        if voucher is None:
-            if ctx.pretix is None:
-                return _pretix_off(ref)
-            inserted = insert_ignoring_conflict(
+        moved = session.scalars(
+            select(ConferenceVoucher).where(
+                ConferenceVoucher.conference_id == conference.id,
+                ConferenceVoucher.grant_id == grant.id,
+                ConferenceVoucher.email_key != grant.email_key,
+            )
+        ).first()
+        if moved is not None:
+            return _done(
+                ref,
+                ProvisionResult.NEEDS_REVIEW,
+                f"{ref.full_name}'s email changed to {grant.email} after voucher {moved.code} "
+                f"was issued to {moved.email_key}; a person must decide (nothing new was made).",
+                moved,
+            )
+        if ctx.pretix is not None:
+            # Insert first: the common case (a new grantee) takes one statement, and the
+            # unique key makes concurrent callers wait here for the first one's commit.
+            code = ctx.new_code()
+            voucher_id = insert_ignoring_conflict(
                 session,
                 ConferenceVoucher,
                 {
@@ -182,18 +197,19 @@ def _reserve(
                     "email_key": grant.email_key,
                     "grant_id": grant.id,
                     "voucher_type": VoucherType.GRANT,
-                    "code": ctx.new_code(),
+                    "code": code,
                     "state": VoucherState.CREATING,
                     "lease_expires_at": now + ctx.lease,
                     "email_state": EmailState.NOT_DUE,
                 },
                 conflict=["conference_id", "email_key"],
             )
-            voucher = _lock_voucher(session, conference.id, grant.email_key or "")
-            assert voucher is not None  # inserted above, or by a concurrent caller
-            if inserted:
-                step = Step("reserve", ok=True, detail=f"reserved code {voucher.code}")
-                return _Work("create", voucher.id, voucher.code, None, ref, config, (step,))
+            if voucher_id is not None:
+                step = Step("reserve", ok=True, detail=f"reserved code {code}")
+                return _Work("create", voucher_id, code, None, ref, config, (step,))
+        voucher = _lock_voucher(session, conference.id, grant.email_key or "")
+        if voucher is None:
+            return _pretix_off(ref)  # no voucher yet, and no Pretix to make one
         return _decide(ctx, session, voucher=voucher, grant=grant, ref=ref, config=config, now=now)
 
 

@@ -1,0 +1,67 @@
+"""Run the Pretix fake and the SMTP server in a process of their own.
+
+In the benchmark's process they would compete with the bot for the same interpreter lock and
+the figures would measure the fakes; in their own process they behave like remote servers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tests.fakes.pretix_server import FakePretix
+from tests.fakes.smtp_server import FakeSmtpServer
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the fakes listen."""
+
+    pretix_url: str
+    pretix_token: str
+    smtp_host: str
+    smtp_port: int
+
+
+def _serve(conn: Connection, latency: float) -> None:
+    with FakePretix(latency=latency) as pretix, FakeSmtpServer() as smtp:
+        conn.send(Endpoints(pretix.url, pretix.token, smtp.host, smtp.port))
+        while True:
+            command = conn.recv()
+            if command == "stats":
+                conn.send(
+                    {
+                        "requests": dict(Counter(r.method for r in pretix.requests)),
+                        "vouchers": len(pretix.all_vouchers()),
+                        "emails": len(smtp.messages),
+                    }
+                )
+            elif command == "stop":
+                conn.send("stopped")
+                return
+
+
+class FakesProcess:
+    """Start the fakes in a child process; ask it for counts; stop it."""
+
+    def __init__(self, *, latency: float) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, latency), daemon=True)
+        self._process.start()
+        self.endpoints: Endpoints = self._conn.recv()
+
+    def stats(self) -> dict[str, Any]:
+        """Requests Pretix received (by method), vouchers it holds, emails SMTP accepted."""
+        self._conn.send("stats")
+        answer: dict[str, Any] = self._conn.recv()
+        return answer
+
+    def stop(self) -> None:
+        """Stop the servers and the process."""
+        self._conn.send("stop")
+        self._conn.recv()
+        self._process.join(timeout=10)
