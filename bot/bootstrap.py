@@ -6,17 +6,31 @@ import datetime as dt
 from dataclasses import dataclass
 
 import structlog
+from slack_bolt import App
 
 from bot import migrations
 from bot.conferences import Conferences, load_conferences
 from bot.mailer import SmtpMailer, message_id_domain
 from bot.pretix import PretixClient
 from bot.services.conference_sync import sync_conferences
-from bot.services.context import NoListener, OutcomeListener, ServiceContext
+from bot.services.context import ServiceContext
 from bot.settings import Settings
+from bot.slack.app import build_edge, build_slack_app
+from bot.slack.edge import SlackEdge
+from bot.slack.status import StatusOutbox, StatusPoster
 from bot.storage import Database
+from bot.worker import Worker
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class SlackRuntime:
+    """The Slack side, when SLACK_BOT_TOKEN is set: listeners' edge, Bolt app, status poster."""
+
+    edge: SlackEdge
+    app: App
+    poster: StatusPoster
 
 
 @dataclass
@@ -29,9 +43,12 @@ class Bot:
     pretix: PretixClient | None
     mailer: SmtpMailer | None
     services: ServiceContext
+    worker: Worker
+    slack: SlackRuntime | None
 
     def close(self) -> None:
-        """Release connections (HTTP pool, database pool)."""
+        """Finish background jobs, then release connections (HTTP pool, database pool)."""
+        self.worker.shutdown(wait=True)
         if self.pretix is not None:
             self.pretix.close()
         self.db.dispose()
@@ -42,7 +59,6 @@ def build_bot(
     *,
     migrate: bool | None = None,
     sync: bool = True,
-    listener: OutcomeListener | None = None,
 ) -> Bot:
     """Load the conferences, connect, migrate (unless told not to) and wire the services.
 
@@ -77,9 +93,16 @@ def build_bot(
         lease=dt.timedelta(seconds=settings.work_lease_seconds),
         max_attempts=settings.max_provisioning_attempts,
         max_email_attempts=settings.max_provisioning_attempts,
-        listener=listener or NoListener(),
     )
-    return Bot(settings, conferences, db, pretix, mailer, services)
+    worker = Worker(max_workers=8)
+    slack = None
+    if settings.slack_enabled:
+        edge = build_edge(settings, services, worker)
+        poster = StatusPoster(db=db, client=edge.client, conferences=conferences)
+        # Every outcome, from any edge (CLI included), goes to the grantee's thread.
+        services.listener = StatusOutbox(db=db, conferences=conferences, wake=poster.wake)
+        slack = SlackRuntime(edge, build_slack_app(settings, edge), poster)
+    return Bot(settings, conferences, db, pretix, mailer, services, worker, slack)
 
 
 def startup_summary(bot: Bot) -> str:

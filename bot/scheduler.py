@@ -1,4 +1,4 @@
-"""Background jobs (APScheduler 3): the reconciler now; the daily digest joins it later."""
+"""Background jobs (APScheduler 3): the reconciler and the staff list refresh."""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ def build_scheduler(bot: Bot) -> BackgroundScheduler:
         # The first pass soon after start picks up whatever a crash left behind.
         next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2),
     )
+    if bot.slack is not None:
+        staff = bot.slack.edge.staff
+        scheduler.add_job(
+            staff.refresh,
+            "interval",
+            seconds=max(bot.settings.slack_staff_cache_seconds // 2, 30),
+            id="staff-refresh",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
     return scheduler
 
 

@@ -1,35 +1,45 @@
-"""The HTTP side: Starlette app under uvicorn, with the scheduler running beside it."""
+"""The HTTP side: Starlette under uvicorn, with the scheduler, worker and poster beside it.
+
+Routes: `POST /slack/events` (Bolt, dispatched on a worker thread so the event loop never
+waits), `POST /hooks/grants` (the conference backend), `GET /healthz`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 import uvicorn
+from slack_bolt import App
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot import __version__
 from bot.bootstrap import Bot
 from bot.scheduler import build_scheduler
+from bot.webhook import grants_webhook
 
 log = structlog.get_logger(__name__)
 
 
-def create_web_app(bot: Bot, *, run_scheduler: bool = True) -> Starlette:
-    """Routes for health (and, with Slack and the webhook configured, their endpoints)."""
+def create_web_app(bot: Bot, *, run_background: bool = True) -> Starlette:
+    """Routes for Slack, the grant webhook and health; background jobs run in the lifespan."""
+    settings = bot.settings
 
     def healthz(_request: Request) -> JSONResponse:
-        body: dict[str, object] = {
+        body: dict[str, Any] = {
             "version": __version__,
-            "slack": bot.settings.slack_enabled,
-            "pretix": bot.settings.pretix_enabled,
-            "email": bot.settings.email_enabled,
+            "slack": settings.slack_enabled,
+            "pretix": settings.pretix_enabled,
+            "email": settings.email_enabled,
         }
         try:
             with bot.db.engine.connect() as connection:
@@ -41,25 +51,70 @@ def create_web_app(bot: Bot, *, run_scheduler: bool = True) -> Starlette:
             )
         return JSONResponse({"status": "ok", "database": "ok", **body})
 
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route(
+            "/hooks/grants",
+            grants_webhook(
+                services=bot.services,
+                worker=bot.worker,
+                secret=(
+                    settings.grants_webhook_secret.get_secret_value()
+                    if settings.grants_webhook_secret
+                    else None
+                ),
+            ),
+            methods=["POST"],
+        ),
+    ]
+    if bot.slack is not None:
+        routes.append(Route("/slack/events", slack_endpoint(bot.slack.app), methods=["POST"]))
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        scheduler = build_scheduler(bot) if run_scheduler else None
-        if scheduler is not None:
-            scheduler.start()
+        if not run_background:
+            yield
+            return
+        scheduler = build_scheduler(bot)
+        scheduler.start()
+        socket_mode = None
+        if bot.slack is not None:
+            bot.slack.poster.start()
+            if settings.slack_app_token is not None:
+                from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+                socket_mode = SocketModeHandler(
+                    bot.slack.app, settings.slack_app_token.get_secret_value()
+                )
+                socket_mode.connect()  # type: ignore[no-untyped-call]
+                log.info("connected to Slack in Socket Mode")
         try:
             yield
         finally:
-            if scheduler is not None:
-                scheduler.shutdown(wait=True)
+            if socket_mode is not None:
+                socket_mode.close()  # type: ignore[no-untyped-call]
+            scheduler.shutdown(wait=True)
+            if bot.slack is not None:
+                bot.slack.poster.stop()
 
-    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"])], lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def slack_endpoint(app: App) -> Any:
+    """Bolt's dispatch on a thread: it is synchronous and must not hold up the event loop."""
+
+    async def endpoint(request: Request) -> Response:
+        body = await request.body()
+        response = await run_in_threadpool(app.dispatch, to_bolt_request(request, body))
+        return to_starlette_response(response)
+
+    return endpoint
 
 
 def serve(bot: Bot) -> None:
     """Run the HTTP server until interrupted (uvicorn handles SIGINT and SIGTERM)."""
-    app = create_web_app(bot)
     uvicorn.run(
-        app,
+        create_web_app(bot),
         host=bot.settings.host,
         port=bot.settings.port,
         log_config=None,  # our logging set-up renders uvicorn's records too

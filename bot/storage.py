@@ -117,6 +117,14 @@ class BulkStatus(enum.StrEnum):
     DONE = "done"
 
 
+class OutboxState(enum.StrEnum):
+    """A Slack status message waiting to be posted."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
 class Source(enum.StrEnum):
     """Where a request came from, for the audit log."""
 
@@ -313,6 +321,37 @@ class InboundEvent(Base):
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     result: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any] | None]
+
+
+class SlackThread(Timestamped, Base):
+    """The parent message of a grantee's status thread in the conference channel."""
+
+    __tablename__ = "slack_threads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), unique=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    ts: Mapped[str | None] = mapped_column(String(40))
+    lease_expires_at: Mapped[dt.datetime | None]
+
+
+class SlackOutbox(Timestamped, Base):
+    """A status update for a grantee's thread, kept until Slack has it (retried on failure)."""
+
+    __tablename__ = "slack_outbox"
+    __table_args__ = (Index("ix_slack_outbox_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(40))
+    reply: Mapped[dict[str, Any] | None]
+    parent: Mapped[dict[str, Any]]
+    update_parent: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[OutboxState] = mapped_column(StrEnumColumn(OutboxState, 16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime | None]
+    lease_expires_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:

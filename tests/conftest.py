@@ -8,29 +8,43 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
+from starlette.applications import Starlette
 
 from bot import migrations
+from bot.bootstrap import Bot, build_bot
 from bot.conferences import ConferenceConfig, Conferences
 from bot.mailer import SmtpMailer
 from bot.pretix import PretixClient
+from bot.server import create_web_app
 from bot.services.actors import Actor
 from bot.services.conference_sync import sync_conferences
 from bot.services.context import ServiceContext
 from bot.services.intake import ingest_grant
 from bot.services.notifications import GrantPayload
+from bot.settings import Settings
 from bot.storage import Database, Source
 from tests.fakes.pretix_server import FakePretix
+from tests.fakes.slack_api import FakeSlack
 from tests.fakes.smtp_server import FakeSmtpServer
 
-pytest_plugins = ["tests.fakes.pretix_fixtures", "tests.fakes.smtp_fixtures"]
+pytest_plugins = [
+    "tests.fakes.pretix_fixtures",
+    "tests.fakes.smtp_fixtures",
+    "tests.fakes.slack_fixtures",
+]
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TEST_ACTOR = Actor(Source.CLI, "pytest")
@@ -204,3 +218,101 @@ def bot_env(
         "EMAIL_FROM": "PyCon Italia Grants <grants@pycon.example.org>",
         "LOG_FORMAT": "json",
     }
+
+
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+@pytest.fixture
+def make_bot_settings(
+    tmp_path: Path,
+    database_url: str,
+    conference: ConferenceConfig,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    slack_api: FakeSlack,
+) -> Callable[..., Settings]:
+    """Settings for a whole bot on the fakes (Slack, Pretix, SMTP); keywords override."""
+
+    # Imported here: a module that pytest_plugins names must not be imported before it.
+    from tests.fakes.slack_fixtures import BOT_TOKEN, SIGNING_SECRET, STAFF_GROUP
+
+    def build(**overrides: Any) -> Settings:
+        config = tmp_path / "conferences.toml"
+        config.write_text(conferences_toml(conference), encoding="utf-8")
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "auto_migrate": False,
+            "slack_bot_token": BOT_TOKEN,
+            "slack_signing_secret": SIGNING_SECRET,
+            "slack_api_url": slack_api.api_url,
+            "slack_staff_usergroup": STAFF_GROUP,
+            "pretix_url": pretix_server.url,
+            "pretix_token": pretix_server.token,
+            "pretix_max_attempts": 2,
+            "smtp_host": smtp_server.host,
+            "smtp_port": smtp_server.port,
+            "smtp_tls": "none",
+            "email_from": "PyCon Italia Grants <grants@pycon.example.org>",
+            "grants_webhook_secret": WEBHOOK_SECRET,
+            "conferences_file": config,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return build
+
+
+@pytest.fixture
+def make_running_bot(
+    db: Database, make_bot_settings: Callable[..., Settings]
+) -> Iterator[Callable[..., Bot]]:
+    """Build whole bots (as `python app.py` does) on the fakes; closed after the test."""
+    bots: list[Bot] = []
+
+    def build(**overrides: Any) -> Bot:
+        bot = build_bot(make_bot_settings(**overrides))
+        bots.append(bot)
+        return bot
+
+    yield build
+    for bot in bots:
+        bot.close()
+
+
+@pytest.fixture
+def running_bot(make_running_bot: Callable[..., Bot]) -> Bot:
+    """A whole bot on the fakes, background threads not started (tests drive them)."""
+    return make_running_bot()
+
+
+@contextmanager
+def serve_app(app: Starlette) -> Iterator[httpx.Client]:
+    """Serve an ASGI app under uvicorn on a free local port; yield a client for it."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="bot-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the bot's server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        yield client
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def http(running_bot: Bot) -> Iterator[httpx.Client]:
+    """The bot's real HTTP app under uvicorn on a free local port, and a client for it."""
+    with serve_app(create_web_app(running_bot, run_background=False)) as client:
+        yield client

@@ -7,8 +7,6 @@ from `waiting_for_confirmation`: such a grant is held for a member of staff to l
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -19,7 +17,7 @@ from bot.services.actors import Actor
 from bot.services.audit import add_audit_event
 from bot.services.context import ServiceContext
 from bot.services.notifications import KNOWN_STATUSES, GrantPayload, VoucherPayload
-from bot.services.outcomes import GrantRef
+from bot.services.outcomes import GrantIntake, IntakeAction, VoucherIntake
 from bot.services.provisioning import grant_ref
 from bot.storage import (
     Conference,
@@ -35,98 +33,77 @@ from bot.storage import (
 log = structlog.get_logger(__name__)
 
 
-class IntakeAction(enum.StrEnum):
-    """What an incoming notification did to the stored data."""
-
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    STALE = "stale"
-    IGNORED = "ignored"
-    CONFLICT = "conflict"
-
-
-@dataclass(frozen=True)
-class GrantIntake:
-    """The result of one grant notification."""
-
-    action: IntakeAction
-    message: str
-    grant: GrantRef | None = None
-    provision: bool = False
-    held: bool = False
-    refused_with_voucher: bool = False
-
-
-@dataclass(frozen=True)
-class VoucherIntake:
-    """The result of one voucher notification."""
-
-    action: IntakeAction
-    message: str
-
-
 def ingest_grant(ctx: ServiceContext, *, payload: GrantPayload, actor: Actor) -> GrantIntake:
     """Store what the backend says about a grant; say whether provisioning should start."""
+    with ctx.db.transaction() as session:
+        intake = apply_grant(session, ctx, payload=payload, actor=actor)
+    if intake.action in (IntakeAction.CREATED, IntakeAction.UPDATED):
+        ctx.publish(intake)
+    return intake
+
+
+def apply_grant(
+    session: Session, ctx: ServiceContext, *, payload: GrantPayload, actor: Actor
+) -> GrantIntake:
+    """The intake rules inside the caller's transaction (the webhook adds its event id to it)."""
     status = payload.known_status
     if status is None:
         log.warning("unknown grant status ignored", grant=payload.id, status=payload.status)
         return GrantIntake(IntakeAction.IGNORED, f"unknown status {payload.status!r}; ignored")
-    with ctx.db.transaction() as session:
-        conference = session.scalars(
-            select(Conference).where(Conference.code == payload.conference)
-        ).one_or_none()
-        if conference is None or ctx.conference(payload.conference) is None:
-            return GrantIntake(
-                IntakeAction.IGNORED, f"unknown conference {payload.conference!r}; ignored"
-            )
-        fields = _grant_fields(payload, status)
-        inserted = insert_ignoring_conflict(
-            session,
-            Grant,
-            {"conference_id": conference.id, "external_id": payload.id, **fields},
-            conflict=["conference_id", "external_id"],
+    conference = session.scalars(
+        select(Conference).where(Conference.code == payload.conference)
+    ).one_or_none()
+    if conference is None or ctx.conference(payload.conference) is None:
+        return GrantIntake(
+            IntakeAction.IGNORED, f"unknown conference {payload.conference!r}; ignored"
         )
-        grant = session.scalars(
-            select(Grant)
-            .where(Grant.conference_id == conference.id, Grant.external_id == payload.id)
-            .with_for_update()
-        ).one()
-        old_status: GrantStatus | None = None
-        if inserted is not None:
-            action = IntakeAction.CREATED
-        elif payload.updated_at < grant.source_updated_at:
-            return _stale(session, actor, grant, conference, payload)
-        elif all(getattr(grant, name) == value for name, value in fields.items()):
-            return GrantIntake(IntakeAction.UNCHANGED, "no change", grant_ref(grant, conference))
-        else:
-            action = IntakeAction.UPDATED
-            old_status = grant.status
-            for name, value in fields.items():
-                setattr(grant, name, value)
-        result = _status_change(
-            session,
-            grant=grant,
-            conference=conference,
-            payload=payload,
-            old_status=old_status,
-            action=action,
-        )
-        add_audit_event(
-            session,
-            actor=actor,
-            action="grant_intake",
-            outcome=action.value,
-            conference_id=conference.id,
-            grant_id=grant.id,
-            detail={
-                "status": status.value,
-                "from": old_status.value if old_status else None,
-                "provision": result.provision,
-                "held": result.held,
-            },
-        )
-        return result
+    fields = _grant_fields(payload, status)
+    inserted = insert_ignoring_conflict(
+        session,
+        Grant,
+        {"conference_id": conference.id, "external_id": payload.id, **fields},
+        conflict=["conference_id", "external_id"],
+    )
+    grant = session.scalars(
+        select(Grant)
+        .where(Grant.conference_id == conference.id, Grant.external_id == payload.id)
+        .with_for_update()
+    ).one()
+    old_status: GrantStatus | None = None
+    if inserted is not None:
+        action = IntakeAction.CREATED
+    elif payload.updated_at < grant.source_updated_at:
+        return _stale(session, actor, grant, conference, payload)
+    elif all(getattr(grant, name) == value for name, value in fields.items()):
+        return GrantIntake(IntakeAction.UNCHANGED, "no change", grant_ref(grant, conference))
+    else:
+        action = IntakeAction.UPDATED
+        old_status = grant.status
+        for name, value in fields.items():
+            setattr(grant, name, value)
+    result = _status_change(
+        session,
+        grant=grant,
+        conference=conference,
+        payload=payload,
+        old_status=old_status,
+        action=action,
+    )
+    add_audit_event(
+        session,
+        actor=actor,
+        action="grant_intake",
+        outcome=action.value,
+        conference_id=conference.id,
+        grant_id=grant.id,
+        detail={
+            "status": status.value,
+            "from": old_status.value if old_status else None,
+            "provision": result.provision,
+            "held": result.held,
+        },
+    )
+    return result
 
 
 def _grant_fields(payload: GrantPayload, status: GrantStatus) -> dict[str, Any]:
@@ -234,59 +211,62 @@ def _stale(
 
 def ingest_voucher(ctx: ServiceContext, *, payload: VoucherPayload, actor: Actor) -> VoucherIntake:
     """Record a voucher made elsewhere (a speaker voucher, usually) for a person."""
-    kind = VoucherType(payload.type)
     with ctx.db.transaction() as session:
-        conference = session.scalars(
-            select(Conference).where(Conference.code == payload.conference)
-        ).one_or_none()
-        if conference is None:
-            return VoucherIntake(
-                IntakeAction.IGNORED, f"unknown conference {payload.conference!r}; ignored"
-            )
-        sent = payload.email_sent_at
-        inserted = insert_ignoring_conflict(
-            session,
-            ConferenceVoucher,
-            {
-                "conference_id": conference.id,
-                "email_key": payload.email_key,
-                "voucher_type": kind,
-                "code": payload.code,
-                "pretix_voucher_id": payload.pretix_voucher_id,
-                "state": VoucherState.CREATED,
-                "email_state": EmailState.SENT if sent else EmailState.NOT_DUE,
-                "email_sent_at": sent,
-            },
-            conflict=["conference_id", "email_key"],
+        return apply_voucher(session, payload=payload, actor=actor)
+
+
+def apply_voucher(session: Session, *, payload: VoucherPayload, actor: Actor) -> VoucherIntake:
+    """The voucher intake rules inside the caller's transaction."""
+    kind = VoucherType(payload.type)
+    conference = session.scalars(
+        select(Conference).where(Conference.code == payload.conference)
+    ).one_or_none()
+    if conference is None:
+        return VoucherIntake(
+            IntakeAction.IGNORED, f"unknown conference {payload.conference!r}; ignored"
         )
-        if inserted is not None:
-            add_audit_event(
-                session,
-                actor=actor,
-                action="voucher_intake",
-                outcome=IntakeAction.CREATED.value,
-                conference_id=conference.id,
-                detail={"email": payload.email_key, "type": kind.value, "code": payload.code},
-            )
-            return VoucherIntake(
-                IntakeAction.CREATED, f"{kind.value} voucher {payload.code} recorded"
-            )
-        voucher = session.scalars(
-            select(ConferenceVoucher)
-            .where(
-                ConferenceVoucher.conference_id == conference.id,
-                ConferenceVoucher.email_key == payload.email_key,
-            )
-            .with_for_update()
-        ).one()
-        return _merge_voucher(
+    sent = payload.email_sent_at
+    inserted = insert_ignoring_conflict(
+        session,
+        ConferenceVoucher,
+        {
+            "conference_id": conference.id,
+            "email_key": payload.email_key,
+            "voucher_type": kind,
+            "code": payload.code,
+            "pretix_voucher_id": payload.pretix_voucher_id,
+            "state": VoucherState.CREATED,
+            "email_state": EmailState.SENT if sent else EmailState.NOT_DUE,
+            "email_sent_at": sent,
+        },
+        conflict=["conference_id", "email_key"],
+    )
+    if inserted is not None:
+        add_audit_event(
             session,
             actor=actor,
-            conference=conference,
-            voucher=voucher,
-            payload=payload,
-            kind=kind,
+            action="voucher_intake",
+            outcome=IntakeAction.CREATED.value,
+            conference_id=conference.id,
+            detail={"email": payload.email_key, "type": kind.value, "code": payload.code},
         )
+        return VoucherIntake(IntakeAction.CREATED, f"{kind.value} voucher {payload.code} recorded")
+    voucher = session.scalars(
+        select(ConferenceVoucher)
+        .where(
+            ConferenceVoucher.conference_id == conference.id,
+            ConferenceVoucher.email_key == payload.email_key,
+        )
+        .with_for_update()
+    ).one()
+    return _merge_voucher(
+        session,
+        actor=actor,
+        conference=conference,
+        voucher=voucher,
+        payload=payload,
+        kind=kind,
+    )
 
 
 def _merge_voucher(

@@ -102,6 +102,13 @@ class WebhookEvent(BaseModel):
     grant: GrantPayload | None = None
     voucher: VoucherPayload | None = None
 
+    @property
+    def conference(self) -> str:
+        """The conference the event is about."""
+        body = self.grant or self.voucher
+        assert body is not None  # the validator below makes sure one is there
+        return body.conference
+
     @model_validator(mode="after")
     def _body_matches_type(self) -> WebhookEvent:
         if self.type == "grant.updated" and self.grant is None:

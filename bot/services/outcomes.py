@@ -151,3 +151,34 @@ class ResendOutcome:
     grant: GrantRef | None
     voucher_code: str | None = None
     email: EmailOutcome | None = None
+
+
+class IntakeAction(enum.StrEnum):
+    """What an incoming notification did to the stored data."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+    IGNORED = "ignored"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class GrantIntake:
+    """The result of one grant notification."""
+
+    action: IntakeAction
+    message: str
+    grant: GrantRef | None = None
+    provision: bool = False
+    held: bool = False
+    refused_with_voucher: bool = False
+
+
+@dataclass(frozen=True)
+class VoucherIntake:
+    """The result of one voucher notification."""
+
+    action: IntakeAction
+    message: str

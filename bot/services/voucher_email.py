@@ -70,6 +70,22 @@ def deliver_voucher_email(
     )
 
 
+def retry_failed_email(ctx: ServiceContext, *, voucher_id: int) -> EmailOutcome:
+    """Try a voucher email that gave up once more; a second click finds nothing to retry."""
+    with ctx.db.transaction() as session:
+        session.execute(
+            update(CV)
+            .where(
+                CV.id == voucher_id,
+                CV.email_state == EmailState.FAILED,
+                CV.email_sent_at.is_(None),
+            )
+            .values(email_state=EmailState.PENDING, email_attempts=0, email_next_attempt_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    return deliver_voucher_email(ctx, voucher_id=voucher_id)
+
+
 def email_step(email: EmailOutcome) -> Step:
     """The email outcome as one step of a provisioning report."""
     ok = email.result not in (EmailResult.FAILED, EmailResult.RETRY_SCHEDULED)
@@ -217,7 +233,10 @@ def _release(ctx: ServiceContext, claimed: _Claimed, error: MailerError) -> Emai
         row.email_last_error = str(error)
         row.email_lease_expires_at = None
         retry_at: dt.datetime | None = None
-        if permanent or row.email_attempts >= ctx.max_email_attempts:
+        if row.email_sent_at is not None:
+            # A failed resend: the earlier email stands; staff can ask to resend again.
+            row.email_state = EmailState.SENT
+        elif permanent or row.email_attempts >= ctx.max_email_attempts:
             row.email_state = EmailState.FAILED
         else:
             row.email_state = EmailState.PENDING

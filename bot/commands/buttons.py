@@ -1,0 +1,64 @@
+"""Buttons: Retry on a failed step in a grantee's status thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot.services.actors import Actor
+from bot.services.audit import write_audit_event
+from bot.services.retry import retry_grant
+from bot.slack.blocks import (
+    RETRY_ACTION,
+    not_staff_message,
+    problem_message,
+    provision_result_message,
+)
+from bot.slack.edge import SlackEdge
+from bot.storage import Source
+
+
+def register(app: App, edge: SlackEdge) -> None:
+    """Listen to the Retry button."""
+
+    def handle_retry(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        answer_retry(edge, ack=ack, body=body, respond=respond)
+
+    app.action(RETRY_ACTION)(handle_retry)
+
+
+def answer_retry(edge: SlackEdge, *, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+    """Ack, check staff on the server (never trust the message), retry in the background."""
+    ack()
+    user = str(body["user"]["id"])
+    value = str(body["actions"][0].get("value", ""))
+    actor = Actor(Source.BUTTON, user)
+    if not edge.staff.is_staff(user):
+        respond(
+            **not_staff_message().as_kwargs(), response_type="ephemeral", replace_original=False
+        )
+        edge.worker.submit(
+            "audit refusal",
+            lambda: write_audit_event(
+                edge.services.db,
+                actor=actor,
+                action="retry",
+                outcome="denied",
+                detail={"value": value, "reason": "not staff"},
+            ),
+        )
+        return
+    if not value.isdigit():
+        respond(**problem_message("this button is broken (no grant id)").as_kwargs())
+        return
+
+    def work() -> None:
+        outcome = retry_grant(edge.services, grant_id=int(value), actor=actor)
+        respond(
+            **provision_result_message(outcome).as_kwargs(),
+            response_type="ephemeral",
+            replace_original=False,
+        )
+
+    edge.worker.submit("retry button", work)

@@ -1,0 +1,40 @@
+"""`/voucher` text into a small typed command."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Action(enum.StrEnum):
+    """The subcommands of `/voucher`."""
+
+    ISSUE = "issue"
+    STATUS = "status"
+    RESEND = "resend"
+    REVOKE = "revoke"
+    HELP = "help"
+
+
+@dataclass(frozen=True)
+class VoucherCommand:
+    """A parsed `/voucher` request; `unknown` holds a subcommand nobody knows."""
+
+    action: Action
+    target: str | None = None
+    conference: str | None = None
+    unknown: str | None = None
+
+
+def parse_command(text: str) -> VoucherCommand:
+    """`issue <@U1|jane> pycon2026` -> VoucherCommand(ISSUE, "<@U1|jane>", "pycon2026")."""
+    words = text.split()
+    if not words:
+        return VoucherCommand(Action.HELP)
+    try:
+        action = Action(words[0].lower())
+    except ValueError:
+        return VoucherCommand(Action.HELP, unknown=words[0])
+    target = words[1] if len(words) > 1 else None
+    conference = words[2].lower() if len(words) > 2 else None
+    return VoucherCommand(action, target, conference)

@@ -1,0 +1,1 @@
+"""The Slack edge: slash commands, buttons, the grant status threads and their messages."""

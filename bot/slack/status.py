@@ -1,0 +1,260 @@
+"""The grantee's status thread: outcomes become outbox rows, a poster delivers them to Slack.
+
+Publishing writes one row and wakes the poster; it never waits for Slack, so a Slack outage
+never blocks or breaks provisioning. The poster posts the parent message once per grantee
+(its `ts` is stored and reused), replies in its thread, updates the parent's state line, and
+retries with backoff what Slack refused, rate limits included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from sqlalchemy import or_, select
+
+from bot.conferences import Conferences
+from bot.services.context import Outcome, retry_backoff
+from bot.services.outcomes import GrantIntake
+from bot.slack.blocks import intake_reply, parent_state, thread_parent, thread_reply
+from bot.storage import (
+    Conference,
+    Database,
+    Grant,
+    OutboxState,
+    SlackOutbox,
+    SlackThread,
+    insert_ignoring_conflict,
+    utcnow,
+)
+
+log = structlog.get_logger(__name__)
+
+FIRST_STATE = ":hourglass_flowing_sand: in progress"
+
+
+class StatusOutbox:
+    """The outcome listener behind the threads: each outcome worth a word becomes a row."""
+
+    def __init__(self, *, db: Database, conferences: Conferences, wake: Callable[[], None]) -> None:
+        self._db = db
+        self._conferences = conferences
+        self._wake = wake
+
+    def publish(self, outcome: Outcome) -> None:
+        """Queue the thread reply and parent state for this outcome, if it has any."""
+        grant = outcome.grant
+        config = self._conferences.get(grant.conference) if grant else None
+        if grant is None or config is None or not config.slack_channel:
+            return
+        reply = intake_reply(outcome) if isinstance(outcome, GrantIntake) else thread_reply(outcome)
+        state = parent_state(outcome)
+        if reply is None and state is None:
+            return
+        with self._db.transaction() as session:
+            session.add(
+                SlackOutbox(
+                    grant_id=grant.id,
+                    channel=config.slack_channel,
+                    reply=reply.as_kwargs() if reply else None,
+                    parent=thread_parent(grant, state=state or FIRST_STATE).as_kwargs(),
+                    update_parent=state is not None,
+                    state=OutboxState.PENDING,
+                )
+            )
+        self._wake()
+
+
+@dataclass(frozen=True)
+class _Job:
+    id: int
+    grant_id: int
+    channel: str
+    reply: dict[str, Any] | None
+    parent: dict[str, Any]
+    update_parent: bool
+
+
+class _ParentBusyError(Exception):
+    """Another poster is posting this grantee's parent message right now."""
+
+
+class StatusPoster:
+    """Delivers outbox rows to Slack from a background thread (and `run_once` for tests)."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        client: WebClient,
+        conferences: Conferences,
+        max_attempts: int = 10,
+        lease: dt.timedelta = dt.timedelta(seconds=60),
+        poll_seconds: float = 5.0,
+        clock: Callable[[], dt.datetime] = utcnow,
+        backoff: Callable[[int], dt.timedelta] = retry_backoff,
+    ) -> None:
+        self._db = db
+        self._client = client
+        self._codes = list(conferences)
+        self._max_attempts = max_attempts
+        self._lease = lease
+        self._poll = poll_seconds
+        self._clock = clock
+        self._backoff = backoff
+        self._wakeup = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Ask the poster to look at the outbox now."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        """Run the delivery loop in a daemon thread."""
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name="slack-status", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the current row and stop."""
+        self._stopping.set()
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                delivered = self.run_once()
+            except Exception:  # a database hiccup must not end the loop; try again later
+                log.exception("status poster pass failed")
+                delivered = 0
+            if delivered == 0:
+                self._wakeup.wait(self._poll)
+                self._wakeup.clear()
+
+    def run_once(self, *, limit: int = 20) -> int:
+        """Deliver the rows that are due; the number of rows handled."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            rows = session.scalars(
+                select(SlackOutbox)
+                .join(Grant, SlackOutbox.grant_id == Grant.id)
+                .join(Conference, Grant.conference_id == Conference.id)
+                .where(
+                    Conference.code.in_(self._codes),  # like the reconciler: ours only
+                    SlackOutbox.state == OutboxState.PENDING,
+                    or_(SlackOutbox.next_attempt_at.is_(None), SlackOutbox.next_attempt_at <= now),
+                    or_(
+                        SlackOutbox.lease_expires_at.is_(None),
+                        SlackOutbox.lease_expires_at < now,
+                    ),
+                )
+                .order_by(SlackOutbox.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True, of=SlackOutbox)
+            ).all()
+            jobs = []
+            for row in rows:
+                row.lease_expires_at = now + self._lease
+                jobs.append(
+                    _Job(
+                        row.id, row.grant_id, row.channel, row.reply, row.parent, row.update_parent
+                    )
+                )
+        for job in jobs:
+            self._deliver(job)
+        return len(jobs)
+
+    def _deliver(self, job: _Job) -> None:
+        try:
+            ts, fresh = self._parent_ts(job)
+            if job.reply is not None:
+                self._client.chat_postMessage(channel=job.channel, thread_ts=ts, **job.reply)
+            if job.update_parent and not fresh:
+                self._client.chat_update(channel=job.channel, ts=ts, **job.parent)
+        except _ParentBusyError:
+            self._later(job, dt.timedelta(seconds=2), error=None)
+            return
+        except SlackApiError as exc:
+            self._failed(
+                job, f"Slack answered {exc.response.get('error', exc.response.status_code)}"
+            )
+            return
+        except (SlackClientError, OSError) as exc:
+            self._failed(job, f"Slack unreachable: {exc}")
+            return
+        with self._db.transaction() as session:
+            row = session.get(SlackOutbox, job.id, with_for_update=True)
+            assert row is not None
+            row.state = OutboxState.SENT
+            row.lease_expires_at = None
+            row.last_error = None
+
+    def _parent_ts(self, job: _Job) -> tuple[str, bool]:
+        """The thread's parent ts, posting the parent first if there is none yet."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            insert_ignoring_conflict(
+                session,
+                SlackThread,
+                {"grant_id": job.grant_id, "channel": job.channel},
+                conflict=["grant_id"],
+            )
+            thread = session.scalars(
+                select(SlackThread).where(SlackThread.grant_id == job.grant_id).with_for_update()
+            ).one()
+            if thread.ts is not None:
+                return thread.ts, False
+            if thread.lease_expires_at is not None and thread.lease_expires_at > now:
+                raise _ParentBusyError
+            thread.lease_expires_at = now + self._lease
+            thread_id, channel = thread.id, thread.channel
+        try:
+            answer = self._client.chat_postMessage(channel=channel, **job.parent)
+        except Exception:
+            self._release_thread(thread_id)
+            raise
+        ts = str(answer["ts"])
+        with self._db.transaction() as session:
+            row = session.get(SlackThread, thread_id, with_for_update=True)
+            assert row is not None
+            row.ts = ts
+            row.lease_expires_at = None
+        return ts, True
+
+    def _release_thread(self, thread_id: int) -> None:
+        with self._db.transaction() as session:
+            row = session.get(SlackThread, thread_id, with_for_update=True)
+            if row is not None:
+                row.lease_expires_at = None
+
+    def _failed(self, job: _Job, error: str) -> None:
+        with self._db.transaction() as session:
+            row = session.get(SlackOutbox, job.id, with_for_update=True)
+            assert row is not None
+            row.attempts += 1
+            row.last_error = error
+            row.lease_expires_at = None
+            if row.attempts >= self._max_attempts:
+                row.state = OutboxState.FAILED
+                log.error("status update dropped after retries", outbox=job.id, error=error)
+                return
+            row.next_attempt_at = self._clock() + self._backoff(row.attempts)
+        log.warning("status update not posted; will retry", outbox=job.id, error=error)
+
+    def _later(self, job: _Job, delay: dt.timedelta, *, error: str | None) -> None:
+        with self._db.transaction() as session:
+            row = session.get(SlackOutbox, job.id, with_for_update=True)
+            assert row is not None
+            row.lease_expires_at = None
+            row.next_attempt_at = self._clock() + delay
+            row.last_error = error
