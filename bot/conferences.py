@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bot.settings import ConfigError
 
 CODE_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,49}$"
+NO_TARGET = "set pretix_quota or pretix_item: a voucher must never unlock every product"
 
 
 class ConferenceConfig(BaseModel):
@@ -55,9 +56,7 @@ class ConferenceConfig(BaseModel):
     @model_validator(mode="after")
     def _one_target(self) -> ConferenceConfig:
         if self.pretix_quota is None and self.pretix_item is None:
-            raise ValueError(
-                "set pretix_quota or pretix_item: a voucher must never unlock every product"
-            )
+            raise ValueError(NO_TARGET)
         if self.pretix_quota is not None and self.pretix_item is not None:
             raise ValueError("set pretix_quota or pretix_item, not both (Pretix refuses both)")
         return self
@@ -121,10 +120,17 @@ def parse_conferences(data: Mapping[str, Any], *, source: Path | None = None) ->
         try:
             parsed[code] = ConferenceConfig.model_validate({"code": code, **table})
         except ValidationError as exc:
-            for error in exc.errors():
+            errors = exc.errors()
+            for error in errors:
                 field = ".".join(str(part) for part in error["loc"]) or "(conference)"
                 message = str(error["msg"]).removeprefix("Value error, ")
                 problems.append(f"{where}: conferences.{code}.{field}: {message}")
+            # Pydantic skips the whole-conference checks once a field failed; the most
+            # important one (what a voucher unlocks) is repeated here so it is not missed.
+            if all(error["loc"] for error in errors) and not (
+                table.get("pretix_quota") or table.get("pretix_item")
+            ):
+                problems.append(f"{where}: conferences.{code}: {NO_TARGET}")
     if problems:
         raise ConfigError(problems)
     return Conferences(by_code=parsed, source=source)

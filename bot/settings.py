@@ -10,6 +10,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -123,24 +124,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _pairs(self) -> Settings:
-        problems: list[str] = []
-        if (self.pretix_url is None) != (self.pretix_token is None):
-            problems.append("PRETIX_URL and PRETIX_TOKEN go together: set both or neither")
-        if (self.smtp_host is None) != (self.email_from is None):
-            problems.append("SMTP_HOST and EMAIL_FROM go together: set both or neither")
-        if (
-            self.slack_bot_token is not None
-            and self.slack_app_token is None
-            and (self.slack_signing_secret is None)
-        ):
-            problems.append(
-                "SLACK_SIGNING_SECRET is needed with SLACK_BOT_TOKEN "
-                "(or set SLACK_APP_TOKEN for Socket Mode)"
-            )
-        if (self.smtp_username is None) != (self.smtp_password is None):
-            problems.append("SMTP_USERNAME and SMTP_PASSWORD go together: set both or neither")
-        if self.slack_app_token is not None and self.slack_bot_token is None:
-            problems.append("SLACK_APP_TOKEN needs SLACK_BOT_TOKEN as well")
+        given = {name for name in type(self).model_fields if getattr(self, name) is not None}
+        problems = [message for _names, message in pair_problems(given)]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -186,32 +171,85 @@ class Settings(BaseSettings):
         return missing
 
 
+def pair_problems(given: set[str]) -> list[tuple[tuple[str, ...], str]]:
+    """Settings that only work together, checked on which ones were given at all."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    for first, second in PAIRS:
+        if (first in given) != (second in given):
+            message = f"{first.upper()} and {second.upper()} go together: set both or neither"
+            problems.append(((first, second), message))
+    if "slack_bot_token" in given and not given & {"slack_signing_secret", "slack_app_token"}:
+        problems.append(
+            (
+                ("slack_bot_token", "slack_signing_secret", "slack_app_token"),
+                "SLACK_SIGNING_SECRET is needed with SLACK_BOT_TOKEN "
+                "(or set SLACK_APP_TOKEN for Socket Mode)",
+            )
+        )
+    if "slack_app_token" in given and "slack_bot_token" not in given:
+        problems.append(
+            (
+                ("slack_app_token", "slack_bot_token"),
+                "SLACK_APP_TOKEN needs SLACK_BOT_TOKEN as well",
+            )
+        )
+    return problems
+
+
+PAIRS = (
+    ("pretix_url", "pretix_token"),
+    ("smtp_host", "email_from"),
+    ("smtp_username", "smtp_password"),
+)
+
+# Values that may be shown back in an error; anything else could be a secret (a database URL
+# carries its password, a token is a token).
+ECHOED = frozenset(
+    {
+        "auto_migrate", "port", "host", "log_level", "log_format", "smtp_tls", "smtp_port",
+        "smtp_host", "email_from", "pretix_url", "slack_api_url", "conferences_file",
+        "pretix_timeout_seconds", "pretix_max_attempts", "smtp_timeout_seconds",
+        "reconcile_interval_seconds", "work_lease_seconds", "max_provisioning_attempts",
+        "slack_staff_cache_seconds",
+    }
+)  # fmt: skip
+
+
+class _GivenBase(BaseSettings):
+    """Reads the same sources as Settings, accepting anything: which settings were given."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+
+_Given = create_model(  # type: ignore[call-overload]
+    "_Given",
+    __base__=_GivenBase,
+    **dict.fromkeys(Settings.model_fields, (Any, None)),
+)
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment (and `.env`), or raise ConfigError naming each fault."""
+    """Build settings from the environment (and `.env`), or raise ConfigError naming each fault.
+
+    Every bad setting is named once, with what is wrong; settings that go together are
+    checked on which ones were given, so a malformed one does not look missing.
+    """
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = [_describe(error) for error in exc.errors()]
-        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
-    # Settings that go together are checked once every single one is valid; check them now
-    # with the bad ones at their defaults, so that one message names every problem.
-    defaults = {
-        name: Settings.model_fields[name].get_default(call_default_factory=True) for name in bad
-    }
-    try:
-        Settings(**{**overrides, **defaults})
-    except ValidationError as exc:
-        problems += [_describe(error) for error in exc.errors() if not error["loc"]]
+        field_errors = [error for error in exc.errors() if error["loc"]]
+    problems = [_describe(error) for error in field_errors]
+    bad = {str(error["loc"][0]) for error in field_errors}
+    raw = _Given(**overrides).model_dump()
+    given = {name for name, value in raw.items() if value not in (None, "")}
+    problems += [message for names, message in pair_problems(given) if not bad & set(names)]
     raise ConfigError(problems)
 
 
 def _describe(error: Any) -> str:
-    location = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+    name = str(error["loc"][0])
     message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
-    if not location:
-        return message
-    name = location[0].upper()
-    shown = "" if "Secret" in str(error.get("type", "")) else f" (got {error.get('input')!r})"
-    if name.endswith(("TOKEN", "SECRET", "PASSWORD")):
-        shown = ""
-    return f"{name}: {message}{shown}"
+    shown = f" (got {error.get('input')!r})" if name in ECHOED else ""
+    return f"{name.upper()}: {message}{shown}"

@@ -296,12 +296,6 @@ def test_csv_line_numbers_count_physical_lines_of_quoted_cells_crlf_and_a_bom(
     assert statuses(ctx.db, code) == {"pending": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _csv_records uses csv.DictReader, which skips blank lines silently; the start "
-    "line is taken before the skip, so every row after a blank line is reported one line "
-    "too early (per blank line)",
-)
 def test_csv_line_numbers_stay_right_after_a_blank_line(
     ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
 ) -> None:

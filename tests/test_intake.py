@@ -6,9 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from bot.conferences import ConferenceConfig, Conferences
 from bot.services.context import ServiceContext
@@ -531,13 +529,6 @@ def test_another_code_for_the_same_person_is_a_conflict_and_the_kept_code_stays(
     assert (events[1].detail["kept"], events[1].detail["offered"]) == ("SPKKEPT01", "SPKOTHER1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IntegrityError,
-    reason="BUG: ingest_voucher inserts with ON CONFLICT (conference_id, email_key) only; a code "
-    "already recorded for another person violates uq_conference_vouchers_conference_id_code "
-    "and raises instead of reporting a CONFLICT (an import aborts half-way, the webhook 500s)",
-)
 def test_a_code_already_recorded_for_another_person_is_a_conflict(
     ctx: ServiceContext, conference: ConferenceConfig
 ) -> None:

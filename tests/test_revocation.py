@@ -6,7 +6,6 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pytest
 from sqlalchemy import select, update
 
 from bot.conferences import ConferenceConfig
@@ -432,13 +431,6 @@ def test_without_pretix_nothing_is_revoked(
     assert voucher_row(ctx.db, issued.grant_id).state is VoucherState.CREATED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the reconciler's _confirmed_without_voucher (and the summary's "
-    "confirmed_without_voucher) count any voucher row as 'has a voucher', a REVOKED one too; "
-    "a grant confirmed again after a revoke whose provisioning was missed (Pretix off, crash "
-    "after intake) is never picked up, unlike a first confirmation",
-)
 def test_the_reconciler_issues_a_new_voucher_to_a_grant_confirmed_again_after_a_revoke(
     make_ctx: Callable[..., ServiceContext],
     grant_payload: PayloadFactory,

@@ -110,13 +110,6 @@ MALFORMED_WITH_PARTNER = [
     ({"SMTP_HOST": "smtp.example.org", "EMAIL_FROM": "grants"}, "EMAIL_FROM", "address"),
     ({"PRETIX_URL": "pretix.eu", "PRETIX_TOKEN": "t"}, "PRETIX_URL", "URL"),
 ]
-SPURIOUS_PARTNER = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_settings looks for pair problems by validating again with the bad "
-    "settings reset to their defaults (None); a setting that was given but malformed then "
-    "looks missing, so its partner, which IS set, is reported as lacking it "
-    "(e.g. 'SMTP_HOST and EMAIL_FROM go together')",
-)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +128,7 @@ SPURIOUS_PARTNER = pytest.mark.xfail(
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL", "INFO"),
         ({"WORK_LEASE_SECONDS": "1"}, "WORK_LEASE_SECONDS", "10"),
         *(
-            pytest.param(env, setting, words, marks=SPURIOUS_PARTNER, id=f"{setting}-with-partner")
+            pytest.param(env, setting, words, id=f"{setting}-with-partner")
             for env, setting, words in MALFORMED_WITH_PARTNER
         ),
     ],
@@ -172,12 +165,6 @@ def test_settings_that_go_together_are_refused_alone(
     assert all(expected in problem for problem in problems), problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_settings re-validates with the bad fields reset to defaults to find pair "
-    "problems, but when there is no bad field the second pass raises the same model-level "
-    "error again, so a lone pair problem is listed twice",
-)
 def test_a_setting_missing_its_partner_is_named_only_once(
     clean_env: pytest.MonkeyPatch,
 ) -> None:
@@ -224,11 +211,6 @@ def test_secrets_are_never_echoed_in_messages(clean_env: pytest.MonkeyPatch) -> 
     assert SECRET not in raised.value.render() and SECRET not in str(raised.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _describe appends (got <input>) for every setting not named *TOKEN, *SECRET or "
-    "*PASSWORD, so a refused DATABASE_URL shows the database password",
-)
 def test_a_refused_database_url_does_not_show_its_password(
     clean_env: pytest.MonkeyPatch,
 ) -> None:
@@ -464,12 +446,6 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
     assert not any("pycon2023" in p for p in problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ConferenceConfig checks quota/item in a model validator (mode=after), which "
-    "pydantic skips when any field failed; a conference with a bad field and no quota or "
-    "item is refused for the field only, and the missing target shows up on the next start",
-)
 def test_a_missing_target_is_reported_alongside_a_bad_field(tmp_path: Path) -> None:
     problems = parse_problems(
         {

@@ -95,13 +95,20 @@ def _skip_space(text: str, index: int) -> int:
 
 
 def _csv_records(text: str) -> list[tuple[int, Any]]:
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    if not reader.fieldnames:
+    # csv.reader, not DictReader: DictReader skips blank lines without a word, which would
+    # shift the line numbers reported for every row after one.
+    reader = csv.reader(text.splitlines(keepends=True))
+    header = next(reader, None)
+    if not header:
         raise ImportFileError("the CSV file has no header line")
     records: list[tuple[int, Any]] = []
     start = reader.line_num + 1
-    for row in reader:
-        records.append((start, row))
+    for cells in reader:
+        if cells:
+            record: dict[str | None, Any] = dict(zip(header, cells, strict=False))
+            if len(cells) > len(header):
+                record[None] = cells[len(header) :]
+            records.append((start, record))
         start = reader.line_num + 1
     return records
 

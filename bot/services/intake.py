@@ -225,6 +225,28 @@ def apply_voucher(session: Session, *, payload: VoucherPayload, actor: Actor) ->
         return VoucherIntake(
             IntakeAction.IGNORED, f"unknown conference {payload.conference!r}; ignored"
         )
+    taken = session.scalars(
+        select(ConferenceVoucher).where(
+            ConferenceVoucher.conference_id == conference.id,
+            ConferenceVoucher.code == payload.code,
+            ConferenceVoucher.email_key != payload.email_key,
+        )
+    ).one_or_none()
+    if taken is not None:
+        add_audit_event(
+            session,
+            actor=actor,
+            action="voucher_intake",
+            outcome=IntakeAction.CONFLICT.value,
+            conference_id=conference.id,
+            grant_id=taken.grant_id,
+            detail={"email": payload.email_key, "code": payload.code, "owner": taken.email_key},
+        )
+        return VoucherIntake(
+            IntakeAction.CONFLICT,
+            f"code {payload.code} already belongs to {taken.email_key}; not recorded "
+            f"for {payload.email_key}",
+        )
     sent = payload.email_sent_at
     inserted = insert_ignoring_conflict(
         session,

@@ -111,8 +111,13 @@ def _confirmed_without_voucher(ctx: ServiceContext, limit: int) -> list[int]:
                     Grant.status == GrantStatus.CONFIRMED,
                     Grant.hold_reason.is_(None),
                     Grant.email_key.is_not(None),
+                    # A revoked voucher does not count: a grant confirmed again gets a new one.
                     ~select(CV.id)
-                    .where(CV.conference_id == Grant.conference_id, CV.email_key == Grant.email_key)
+                    .where(
+                        CV.conference_id == Grant.conference_id,
+                        CV.email_key == Grant.email_key,
+                        CV.state != VoucherState.REVOKED,
+                    )
                     .exists(),
                 )
                 .order_by(Grant.id)

@@ -177,6 +177,7 @@ def conference_summaries(db: Database) -> list[ConferenceSummary]:
                     .where(
                         ConferenceVoucher.conference_id == Grant.conference_id,
                         ConferenceVoucher.email_key == Grant.email_key,
+                        ConferenceVoucher.state != VoucherState.REVOKED,
                     )
                     .exists(),
                 )
