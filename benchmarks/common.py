@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import resource
+import socket
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
 
 from bot import migrations
 from bot.conferences import ConferenceConfig, Conferences
@@ -41,7 +51,12 @@ def conference() -> ConferenceConfig:
 
 
 def services(
-    db: Database, conf: ConferenceConfig, *, pretix: PretixClient, mailer: SmtpMailer, url: str
+    db: Database,
+    conf: ConferenceConfig,
+    *,
+    pretix: PretixClient | None,
+    mailer: SmtpMailer | None,
+    url: str,
 ) -> ServiceContext:
     """Service context wired to the fakes."""
     conferences = Conferences({conf.code: conf})
@@ -59,3 +74,62 @@ def services(
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The value below which `fraction` of the samples fall (nearest rank)."""
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def bot_process(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`python app.py` as its own process (as in production), until the block ends."""
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(  # noqa: S603 - our own entry point
+        [sys.executable, str(root / "app.py")],
+        cwd=root,
+        env={**os.environ, **env, "PORT": str(port), "LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bot did not start")
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def conferences_file(conf: ConferenceConfig, directory: Path) -> Path:
+    """Write the conference configuration the bot process reads."""
+    path = directory / "conferences.toml"
+    path.write_text(
+        f"""[conferences.{conf.code}]
+name = "{conf.name}"
+pretix_organizer = "{conf.pretix_organizer}"
+pretix_event = "{conf.pretix_event}"
+pretix_quota = {conf.pretix_quota}
+voucher_valid_until = {conf.voucher_valid_until.isoformat() if conf.voucher_valid_until else ""}
+timezone = "{conf.timezone}"
+slack_channel = "{conf.slack_channel}"
+""",
+        encoding="utf-8",
+    )
+    return path

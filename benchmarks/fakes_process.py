@@ -1,4 +1,4 @@
-"""Run the Pretix fake and the SMTP server in a process of their own.
+"""Run the Pretix fake, the SMTP server and the Slack fake in a process of their own.
 
 In the benchmark's process they would compete with the bot for the same interpreter lock and
 the figures would measure the fakes; in their own process they behave like remote servers.
@@ -13,7 +13,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from tests.fakes.pretix_server import FakePretix
+from tests.fakes.slack_api import FakeSlack
 from tests.fakes.smtp_server import FakeSmtpServer
+
+SLACK_TOKEN = "xoxb-benchmark"
+STAFF_USER = "U0BENCH1"
+STAFF_GROUP = "S0BENCH"
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,21 @@ class Endpoints:
     pretix_token: str
     smtp_host: str
     smtp_port: int
+    slack_api_url: str
+    slack_url: str
 
 
 def _serve(conn: Connection, latency: float) -> None:
-    with FakePretix(latency=latency) as pretix, FakeSmtpServer() as smtp:
-        conn.send(Endpoints(pretix.url, pretix.token, smtp.host, smtp.port))
+    with (
+        FakePretix(latency=latency) as pretix,
+        FakeSmtpServer() as smtp,
+        FakeSlack(token=SLACK_TOKEN) as slack,
+    ):
+        slack.add_user(STAFF_USER, email="staff@pycon.example.org", name="staff")
+        slack.add_usergroup(STAFF_GROUP, [STAFF_USER])
+        conn.send(
+            Endpoints(pretix.url, pretix.token, smtp.host, smtp.port, slack.api_url, slack.url)
+        )
         while True:
             command = conn.recv()
             if command == "stats":
@@ -37,6 +52,8 @@ def _serve(conn: Connection, latency: float) -> None:
                         "requests": dict(Counter(r.method for r in pretix.requests)),
                         "vouchers": len(pretix.all_vouchers()),
                         "emails": len(smtp.messages),
+                        "slack_calls": len(slack.calls()),
+                        "slack_responses": len(slack.responses()),
                     }
                 )
             elif command == "stop":
@@ -55,7 +72,7 @@ class FakesProcess:
         self.endpoints: Endpoints = self._conn.recv()
 
     def stats(self) -> dict[str, Any]:
-        """Requests Pretix received (by method), vouchers it holds, emails SMTP accepted."""
+        """Requests Pretix received (by method), vouchers, emails, Slack calls and answers."""
         self._conn.send("stats")
         answer: dict[str, Any] = self._conn.recv()
         return answer

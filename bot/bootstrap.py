@@ -94,7 +94,7 @@ def build_bot(
         max_attempts=settings.max_provisioning_attempts,
         max_email_attempts=settings.max_provisioning_attempts,
     )
-    worker = Worker(max_workers=8)
+    worker = Worker(max_workers=4)
     slack = None
     if settings.slack_enabled:
         edge = build_edge(settings, services, worker)

@@ -105,7 +105,7 @@ def serve() -> None:
     from bot.server import serve as run_server
 
     with _bot() as bot:
-        err.print(startup_summary(bot), markup=False)
+        err.print(startup_summary(bot), markup=False, soft_wrap=True)
         run_server(bot)
 
 

@@ -32,6 +32,12 @@ class Worker:
         future.add_done_callback(self._forget)
         return future
 
+    @property
+    def backlog(self) -> int:
+        """Jobs submitted and not finished yet."""
+        with self._lock:
+            return len(self._pending)
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every job submitted so far (and those they submit) is done."""
         while True:

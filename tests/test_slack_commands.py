@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -411,3 +412,28 @@ def test_slack_outage_never_blocks_provisioning_and_is_retried_later(
     assert rows and all(row.state.value == "pending" for row in rows)
     assert all(row.attempts == 1 and row.next_attempt_at is not None for row in rows)
     assert all("channel_not_found" in (row.last_error or "") for row in rows)
+
+
+def test_a_flooded_bot_says_it_is_busy_instead_of_queueing_forever(
+    make_running_bot: Callable[..., Bot],
+    slack_api: FakeSlack,
+    bot_ctx: ServiceContext,
+    staff_grant: int,
+    pretix_server: FakePretix,
+) -> None:
+    from bot.commands.voucher import BUSY_BACKLOG
+    from bot.server import create_web_app
+    from tests.conftest import serve_app
+
+    bot = make_running_bot()
+    release = threading.Event()
+    for _ in range(BUSY_BACKLOG):  # the worker is stuck behind slow jobs
+        bot.worker.submit("slow job", release.wait)
+    try:
+        with serve_app(create_web_app(bot, run_background=False)) as client:
+            response, _ = command(client, slack_api, f"issue {grant_ident(bot_ctx, staff_grant)}")
+        assert "busy" in ack_text(response)
+    finally:
+        release.set()
+    bot.worker.join(timeout=10)
+    assert pretix_server.requests == []

@@ -29,28 +29,33 @@ def register(app: App, edge: SlackEdge) -> None:
 
 
 def answer_retry(edge: SlackEdge, *, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-    """Ack, check staff on the server (never trust the message), retry in the background."""
+    """Ack, check staff on the server (never trust the message), retry in the background.
+
+    Runs on the event loop: everything that talks to the network goes to the worker.
+    """
     ack()
     user = str(body["user"]["id"])
     value = str(body["actions"][0].get("value", ""))
     actor = Actor(Source.BUTTON, user)
     if not edge.staff.is_staff(user):
-        respond(
-            **not_staff_message().as_kwargs(), response_type="ephemeral", replace_original=False
-        )
-        edge.worker.submit(
-            "audit refusal",
-            lambda: write_audit_event(
+
+        def refuse() -> None:
+            respond(
+                **not_staff_message().as_kwargs(), response_type="ephemeral", replace_original=False
+            )
+            write_audit_event(
                 edge.services.db,
                 actor=actor,
                 action="retry",
                 outcome="denied",
                 detail={"value": value, "reason": "not staff"},
-            ),
-        )
+            )
+
+        edge.worker.submit("refuse retry", refuse)
         return
     if not value.isdigit():
-        respond(**problem_message("this button is broken (no grant id)").as_kwargs())
+        broken = problem_message("this button is broken (no grant id)")
+        edge.worker.submit("broken button", lambda: respond(**broken.as_kwargs()))
         return
 
     def work() -> None:

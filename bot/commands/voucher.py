@@ -33,6 +33,12 @@ from bot.storage import Source
 
 log = structlog.get_logger(__name__)
 
+# Past this many unfinished background jobs a new command is refused with BUSY_TEXT.
+BUSY_BACKLOG = 200
+BUSY_TEXT = (
+    "the bot is very busy right now and did nothing with this request; please try again in a minute"
+)
+
 
 def register(app: App, edge: SlackEdge) -> None:
     """Listen to `/voucher`."""
@@ -73,6 +79,11 @@ def answer_voucher_command(
                 f"address or a grant id, e.g. `{COMMAND} {parsed.action.value} @jane`"
             ).as_kwargs()
         )
+        return
+    if edge.worker.backlog >= BUSY_BACKLOG:
+        # Shed load rather than queue work nobody will wait for: say so, at once.
+        log.warning("busy: command refused", backlog=edge.worker.backlog)
+        ack(**problem_message(BUSY_TEXT).as_kwargs())
         return
     ack(**working_message(parsed.action.value, parsed.target).as_kwargs())
     edge.worker.submit(

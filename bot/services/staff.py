@@ -35,6 +35,7 @@ class StaffDirectory:
         self._clock = clock
         self._members: frozenset[str] = frozenset()
         self._fetched_at: float | None = None
+        self._refreshing = False
         self._lock = threading.Lock()
 
     @property
@@ -67,9 +68,23 @@ class StaffDirectory:
             self._fetched_at = self._clock()
 
     def _current_members(self) -> frozenset[str]:
+        """The cached members; a stale cache is refreshed in the background, not waited for."""
         with self._lock:
-            stale = self._fetched_at is None or self._clock() - self._fetched_at >= self._ttl
-        if stale:
-            self.refresh()
+            never = self._fetched_at is None
+            stale = never or self._clock() - self._fetched_at >= self._ttl  # type: ignore[operator]
+            start = stale and not never and not self._refreshing
+            if start:
+                self._refreshing = True
+        if never:
+            self.refresh()  # only the very first check waits (the scheduler warms it at start)
+        elif start:
+            threading.Thread(target=self._refresh_in_background, daemon=True).start()
         with self._lock:
             return self._members
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self.refresh()
+        finally:
+            with self._lock:
+                self._refreshing = False

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from slack_bolt import App, BoltRequest, BoltResponse, Respond
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse, Respond
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.authorize import Authorize
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -73,6 +75,7 @@ def build_slack_app(settings: Settings, edge: SlackEdge) -> App:
     )
     app = App(
         client=edge.client,
+        authorize=StaticAuthorize(edge.client.token or ""),
         signing_secret=signing_secret,
         request_verification_enabled=signing_secret is not None,
         # Listeners only ack and hand work to our worker, so answering after them is fastest.
@@ -81,8 +84,8 @@ def build_slack_app(settings: Settings, edge: SlackEdge) -> App:
         token_verification_enabled=False,
         logger=None,
     )
-    app.use(ignore_redeliveries(edge.services.db))
-    app.error(report_error)
+    app.use(ignore_redeliveries(edge.services.db, edge.worker))
+    app.error(error_reporter(edge.worker))
     commands.register(app, edge)
     if not edge.staff.configured:
         log.warning("no staff configured: set SLACK_STAFF_USERGROUP or SLACK_STAFF_USER_IDS")
@@ -109,30 +112,69 @@ def delivery_id(body: dict[str, Any]) -> str | None:
     return f"trigger:{trigger}" if trigger else None
 
 
-def ignore_redeliveries(db: Database) -> Callable[..., BoltResponse]:
-    """Global middleware: a delivery seen before (X-Slack-Retry-Num) is acked and not redone."""
+def ignore_redeliveries(db: Database, worker: Worker) -> Callable[..., BoltResponse]:
+    """Global middleware: a delivery seen before (X-Slack-Retry-Num) is acked and not redone.
 
-    def middleware(
-        req: BoltRequest,
-        next: Callable[[], BoltResponse],
-    ) -> BoltResponse:
+    A first delivery is remembered in the background, off the 3-second ack path: Slack only
+    redelivers after its own 3-second timeout, long after the row is written. A redelivery
+    (it carries X-Slack-Retry-Num) is checked before anything runs.
+    """
+
+    def middleware(req: BoltRequest, next: Callable[[], BoltResponse]) -> BoltResponse:
         key = delivery_id(req.body)
-        if key is None or first_delivery(db, source=SLACK, event_id=key, kind="slack"):
+        if key is None:
             return next()
-        retry = req.headers.get("x-slack-retry-num", ["0"])[0]
-        log.info("slack re-delivery ignored", delivery=key, retry=retry)
+        retry = req.headers.get("x-slack-retry-num")
+        if not retry:
+            worker.submit(
+                "remember slack delivery",
+                lambda: first_delivery(db, source=SLACK, event_id=key, kind="slack"),
+            )
+            return next()
+        if first_delivery(db, source=SLACK, event_id=key, kind="slack"):
+            return next()  # the first delivery never reached us: do the work now
+        log.info("slack re-delivery ignored", delivery=key, retry=retry[0])
         return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})
 
     return middleware
 
 
-def report_error(error: Exception, body: dict[str, Any], respond: Respond | None = None) -> None:
-    """Bolt's one error handler: log with traceback, tell the person in words."""
-    log.error("slack listener failed", error=str(error), exc_info=error)
-    if respond is not None and (body.get("response_url") or "payload" in body):
-        try:
-            respond(
-                **error_message().as_kwargs(), response_type="ephemeral", replace_original=False
-            )
-        except Exception:  # the report itself failed; the log above has the cause
-            log.exception("could not tell the user about the error")
+def error_reporter(worker: Worker) -> Callable[..., None]:
+    """Bolt's one error handler: log with traceback, tell the person in words (off the loop)."""
+
+    def report_error(
+        error: Exception, body: dict[str, Any], respond: Respond | None = None
+    ) -> None:
+        log.error("slack listener failed", error=str(error), exc_info=error)
+        if respond is None or not (body.get("response_url") or "payload" in body):
+            return
+        message = error_message()
+        worker.submit(
+            "report error",
+            lambda: respond(
+                **message.as_kwargs(), response_type="ephemeral", replace_original=False
+            ),
+        )
+
+    return report_error
+
+
+class StaticAuthorize(Authorize):
+    """One workspace, one bot token: no `auth.test` round trip on the request path."""
+
+    def __init__(self, token: str) -> None:
+        self._result = AuthorizeResult(enterprise_id=None, team_id=None, bot_token=token)
+
+    def __call__(
+        self,
+        *,
+        context: BoltContext,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        actor_enterprise_id: str | None = None,
+        actor_team_id: str | None = None,
+        actor_user_id: str | None = None,
+    ) -> AuthorizeResult:
+        """The same bot token for every request."""
+        return self._result
