@@ -17,7 +17,7 @@ from bot import migrations
 from bot.bootstrap import Bot, build_bot, startup_summary
 from bot.logs import configure_logging
 from bot.services.actors import Actor
-from bot.services.checks import check_database, check_pretix, check_smtp
+from bot.services.checks import check_database, check_pretix, check_slack, check_smtp
 from bot.services.imports import ImportFileError, ImportReport, import_grants, import_vouchers
 from bot.services.lookup import parse_target, resolve_grant
 from bot.services.outcomes import GrantRef, ProvisionOutcome, ProvisionResult
@@ -230,12 +230,16 @@ def status(
 
 @app.command()
 def check() -> None:
-    """Reach the database, Pretix (event, quota or item) and SMTP; say what is wrong in words."""
+    """Reach the database, Pretix (event, quota or item), SMTP and Slack; say what is wrong."""
     with _bot(migrate=False, sync=False) as bot:
         results = [
             check_database(bot.db),
             *check_pretix(bot.pretix, bot.conferences),
             check_smtp(bot.mailer),
+            *check_slack(
+                bot.slack.edge.client if bot.slack else None,
+                usergroup=bot.settings.slack_staff_usergroup,
+            ),
         ]
     for result in results:
         mark = "[green]ok[/green]  " if result.ok else "[red]FAIL[/red]"

@@ -201,8 +201,11 @@ def bot_env(
     conference: ConferenceConfig,
     pretix_server: FakePretix,
     smtp_server: FakeSmtpServer,
+    slack_api: FakeSlack,
 ) -> dict[str, str]:
     """Environment for running the bot as a separate process against the local fakes."""
+    from tests.fakes.slack_fixtures import BOT_TOKEN, SIGNING_SECRET, STAFF_GROUP
+
     config = tmp_path / "conferences.toml"
     config.write_text(conferences_toml(conference), encoding="utf-8")
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
@@ -217,6 +220,10 @@ def bot_env(
         "SMTP_TLS": "none",
         "EMAIL_FROM": "PyCon Italia Grants <grants@pycon.example.org>",
         "LOG_FORMAT": "json",
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack_api.api_url,
+        "SLACK_STAFF_USERGROUP": STAFF_GROUP,
     }
 
 

@@ -18,6 +18,7 @@ from bot.services.context import ServiceContext
 from bot.storage import Grant
 from tests.conftest import conferences_toml, unique
 from tests.fakes.pretix_server import FakePretix
+from tests.fakes.slack_api import FakeSlack
 from tests.fakes.smtp_server import FakeSmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,6 +173,7 @@ def test_check_says_what_works_and_what_does_not(bot_env: dict[str, str]) -> Non
     result = run_cli(bot_env, "check")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "database" in result.stdout and "quota 1 (Grant tickets)" in result.stdout
+    assert "S0STAFF: 2 members" in result.stdout
 
     broken = run_cli({**bot_env, "PRETIX_TOKEN": "wrong", "SMTP_PORT": str(free_port())}, "check")
     assert broken.returncode == 1
@@ -195,3 +197,10 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert result.returncode == 0
     for command in ("migrate", "grants", "vouchers", "provision", "resend", "revoke", "status"):
         assert command in result.stdout
+
+
+def test_check_explains_a_free_slack_plan(bot_env: dict[str, str], slack_api: FakeSlack) -> None:
+    slack_api.free_plan = True
+    result = run_cli(bot_env, "check")
+    assert result.returncode == 1
+    assert "plan_upgrade_required" in result.stdout and "SLACK_STAFF_USER_IDS" in result.stdout

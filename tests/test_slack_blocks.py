@@ -777,3 +777,27 @@ def test_status_times_are_utc() -> None:
     times = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d(?: UTC)?", text)
     assert times
     assert all(t.endswith(" UTC") for t in times)
+
+
+def test_repeated_pretix_retries_are_said_once_in_the_thread() -> None:
+    grant = GrantRef(
+        id=7,
+        external_id="1234",
+        conference="pycon2026",
+        conference_id=1,
+        conference_name="PyCon Italia 2026",
+        full_name="Jane Doe",
+        email="jane@example.org",
+        slack_user_id=None,
+    )
+    first = ProvisionOutcome(
+        result=ProvisionResult.RETRY_SCHEDULED,
+        message="Pretix is unavailable: 503. Will retry at 10:00:30 UTC (attempt 1 of 8).",
+        grant=grant,
+        voucher_code="ABCDEFGHJKMNPQRS",
+        attempt=1,
+    )
+    third = replace(first, attempt=3)
+
+    assert thread_reply(first) is not None
+    assert thread_reply(third) is None

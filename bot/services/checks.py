@@ -1,9 +1,11 @@
-"""`check`: can the bot reach its database, Pretix and the mail server? Answers in words."""
+"""`check`: can the bot reach its database, Pretix, the mail server and Slack? In words."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -134,3 +136,42 @@ def check_smtp(mailer: SmtpMailer | None) -> CheckResult:
     except MailerError as exc:
         return CheckResult("smtp", ok=False, detail=str(exc))
     return CheckResult("smtp", ok=True, detail=f"{mailer.where} accepts mail")
+
+
+def check_slack(client: WebClient | None, *, usergroup: str | None) -> list[CheckResult]:
+    """The bot token works (auth.test) and the staff user group can be read."""
+    if client is None:
+        return [
+            CheckResult(
+                "slack",
+                ok=False,
+                detail="not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET",
+            )
+        ]
+    try:
+        who = client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        return [CheckResult("slack", ok=False, detail=f"Slack refused the bot token ({error})")]
+    except (SlackClientError, OSError) as exc:
+        return [CheckResult("slack", ok=False, detail=f"cannot reach Slack: {exc}")]
+    results = [
+        CheckResult(
+            "slack", ok=True, detail=f"bot @{who.get('user')} in workspace {who.get('team')}"
+        )
+    ]
+    if usergroup:
+        try:
+            members = client.usergroups_users_list(usergroup=usergroup).get("users") or []
+            results.append(
+                CheckResult("slack staff", ok=True, detail=f"{usergroup}: {len(members)} members")
+            )
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            hint = (
+                "user groups need a paid Slack plan: list staff in SLACK_STAFF_USER_IDS"
+                if error == "plan_upgrade_required"
+                else "check SLACK_STAFF_USERGROUP and the usergroups:read scope"
+            )
+            results.append(CheckResult("slack staff", ok=False, detail=f"{error}: {hint}"))
+    return results

@@ -118,6 +118,7 @@ class ProvisionOutcome:
     pretix_voucher_id: int | None = None
     email: EmailOutcome | None = None
     steps: tuple[Step, ...] = field(default_factory=tuple)
+    attempt: int | None = None  # which try this was, when Pretix was unavailable
 
     @property
     def has_voucher(self) -> bool:

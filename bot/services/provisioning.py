@@ -538,13 +538,17 @@ def _failed(ctx: ServiceContext, work: _Work, failure: _PretixFailure) -> Provis
             retry_at, attempts = row.next_attempt_at, row.attempts
     if attempts >= ctx.max_attempts:
         return _failure_outcome(
-            work, f"gave up after {attempts} attempts: {failure.reason}", ProvisionResult.FAILED
+            work,
+            f"gave up after {attempts} attempts: {failure.reason}",
+            ProvisionResult.FAILED,
+            attempt=attempts,
         )
     return _failure_outcome(
         work,
         f"{failure.reason}. Will retry at {retry_at:%H:%M:%S} UTC "
         f"(attempt {attempts} of {ctx.max_attempts}).",
         ProvisionResult.RETRY_SCHEDULED,
+        attempt=attempts,
     )
 
 
@@ -570,9 +574,11 @@ def _review(ctx: ServiceContext, work: _Work, reason: str) -> ProvisionOutcome:
     return _failure_outcome(work, reason, ProvisionResult.NEEDS_REVIEW)
 
 
-def _failure_outcome(work: _Work, reason: str, result: ProvisionResult) -> ProvisionOutcome:
+def _failure_outcome(
+    work: _Work, reason: str, result: ProvisionResult, *, attempt: int | None = None
+) -> ProvisionOutcome:
     step = Step("pretix", ok=False, detail=reason)
-    return _outcome(
+    outcome = _outcome(
         work.grant,
         result,
         reason[:1].upper() + reason[1:],
@@ -580,6 +586,7 @@ def _failure_outcome(work: _Work, reason: str, result: ProvisionResult) -> Provi
         pretix_id=work.pretix_voucher_id,
         steps=(*work.steps, step),
     )
+    return replace(outcome, attempt=attempt)
 
 
 def _lock_voucher(session: Session, conference_id: int, email_key: str) -> ConferenceVoucher | None:

@@ -408,6 +408,8 @@ def _wants_retry(outcome: Outcome) -> bool:
 def _provision_is_quiet(outcome: ProvisionOutcome) -> bool:
     if outcome.grant is None or outcome.result in _QUIET_PROVISION:
         return True
+    if outcome.result is ProvisionResult.RETRY_SCHEDULED and (outcome.attempt or 1) > 1:
+        return True  # the thread already says Pretix is unavailable; do not repeat it 8 times
     nothing_sent = outcome.email is None or outcome.email.result not in _EMAIL_NEWS
     return outcome.result is ProvisionResult.ALREADY_GRANT and nothing_sent
 

@@ -1,0 +1,61 @@
+"""The app manifest declares exactly what the code listens to and needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.commands.parsing import Action
+from bot.slack.blocks import COMMAND, help_message
+
+MANIFEST = Path(__file__).resolve().parent.parent / "manifest.yaml"
+CONTRACT_SCOPES = {
+    "commands",
+    "chat:write",
+    "users:read",
+    "users:read.email",
+    "usergroups:read",
+    "files:write",
+}
+
+
+def manifest() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+    return data
+
+
+def test_the_command_is_declared_with_escaping_on() -> None:
+    [command] = manifest()["features"]["slash_commands"]
+    assert command["command"] == COMMAND
+    assert command["should_escape"] is True  # mentions arrive as <@U123|name>
+    assert command["url"].endswith("/slack/events")
+
+
+def test_scopes_match_the_contract() -> None:
+    assert set(manifest()["oauth_config"]["scopes"]["bot"]) == CONTRACT_SCOPES
+
+
+def test_buttons_reach_the_same_endpoint() -> None:
+    settings = manifest()["settings"]
+    assert settings["interactivity"]["is_enabled"] is True
+    assert settings["interactivity"]["request_url"].endswith("/slack/events")
+
+
+def test_usage_hint_and_help_name_every_subcommand() -> None:
+    [command] = manifest()["features"]["slash_commands"]
+    help_text = str(help_message().blocks)
+    for action in Action:
+        if action is not Action.HELP:
+            assert action.value in command["usage_hint"]
+        assert action.value in help_text
+
+
+def test_the_example_conference_file_is_valid() -> None:
+    from bot.conferences import load_conferences
+
+    example = MANIFEST.parent / "conferences.example.toml"
+    conferences = load_conferences(example, required=True)
+    assert conferences["pycon2026"].pretix_quota == 12
+    assert conferences["pycon2025"].issue_vouchers is False
