@@ -21,11 +21,15 @@ from bot import migrations
 from bot.conferences import ConferenceConfig, Conferences
 from bot.mailer import SmtpMailer
 from bot.pretix import PretixClient
+from bot.services.actors import Actor
 from bot.services.conference_sync import sync_conferences
 from bot.services.context import ServiceContext
-from bot.storage import Database
+from bot.services.intake import ingest_grant
+from bot.services.notifications import GrantPayload
+from bot.storage import Database, Source
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ACTOR = Actor(Source.CLI, "benchmark")
 
 
 def database() -> Database:
@@ -133,3 +137,25 @@ slack_channel = "{conf.slack_channel}"
         encoding="utf-8",
     )
     return path
+
+
+def confirmed_grants(db: Database, conf: ConferenceConfig, count: int) -> list[tuple[int, str]]:
+    """Store `count` confirmed grants through the intake service: (internal id, backend id)."""
+    ctx = services(db, conf, pretix=None, mailer=None, url="http://pretix.invalid")
+    idents = []
+    for n in range(count):
+        payload = GrantPayload.model_validate(
+            {
+                "id": f"{conf.code}-{n}",
+                "conference": conf.code,
+                "full_name": f"Grantee {n}",
+                "email": f"grantee{n}.{conf.code}@example.org",
+                "status": "confirmed",
+                "previous_status": "waiting_for_confirmation",
+                "updated_at": "2026-05-02T10:00:00Z",
+            }
+        )
+        intake = ingest_grant(ctx, payload=payload, actor=ACTOR)
+        assert intake.grant is not None
+        idents.append((intake.grant.id, payload.id))
+    return idents

@@ -10,18 +10,12 @@ import argparse
 import time
 from collections import Counter
 
-from benchmarks.common import conference, database, peak_rss_mib, services
+from benchmarks.common import ACTOR, conference, confirmed_grants, database, peak_rss_mib, services
 from benchmarks.fakes_process import FakesProcess
 from bot.logs import configure_logging
 from bot.mailer import SmtpMailer
 from bot.pretix import PretixClient
-from bot.services.actors import Actor
 from bot.services.batch import provision_many
-from bot.services.intake import ingest_grant
-from bot.services.notifications import GrantPayload
-from bot.storage import Source
-
-ACTOR = Actor(Source.CLI, "benchmark")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,22 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     ctx = services(db, conf, pretix=client, mailer=mailer, url=ends.pretix_url)
 
     started = time.perf_counter()
-    grant_ids = []
-    for n in range(args.grants):
-        payload = GrantPayload.model_validate(
-            {
-                "id": f"{conf.code}-{n}",
-                "conference": conf.code,
-                "full_name": f"Grantee {n}",
-                "email": f"grantee{n}.{conf.code}@example.org",
-                "status": "confirmed",
-                "previous_status": "waiting_for_confirmation",
-                "updated_at": "2026-05-02T10:00:00Z",
-            }
-        )
-        intake = ingest_grant(ctx, payload=payload, actor=ACTOR)
-        assert intake.grant is not None
-        grant_ids.append(intake.grant.id)
+    grant_ids = [grant_id for grant_id, _ in confirmed_grants(db, conf, args.grants)]
     intake_seconds = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -23,10 +23,10 @@ from benchmarks.common import (
     bot_process,
     conference,
     conferences_file,
+    confirmed_grants,
     database,
     free_port,
     percentile,
-    services,
 )
 from benchmarks.fakes_process import (
     SLACK_TOKEN,
@@ -36,16 +36,10 @@ from benchmarks.fakes_process import (
     FakesProcess,
 )
 from bot.commands.voucher import BUSY_BACKLOG
-from bot.conferences import ConferenceConfig
 from bot.logs import configure_logging
-from bot.services.actors import Actor
-from bot.services.intake import ingest_grant
-from bot.services.notifications import GrantPayload
-from bot.storage import Database, Source
 from tests.fakes.slack_requests import signed_headers, slash_command_body
 
 SECRET = "benchmark-signing-secret"
-ACTOR = Actor(Source.CLI, "benchmark")
 
 
 def bot_env(ends: Endpoints, db_url: str, config: Path) -> dict[str, str]:
@@ -66,27 +60,6 @@ def bot_env(ends: Endpoints, db_url: str, config: Path) -> dict[str, str]:
         "EMAIL_FROM": "Grants <grants@pycon.example.org>",
         "GRANTS_WEBHOOK_SECRET": SECRET,
     }
-
-
-def confirmed_grants(db: Database, conf: ConferenceConfig, count: int) -> list[str]:
-    """Store `count` confirmed grants; their backend ids."""
-    ctx = services(db, conf, pretix=None, mailer=None, url="http://pretix.invalid")
-    idents = []
-    for n in range(count):
-        payload = GrantPayload.model_validate(
-            {
-                "id": f"{conf.code}-{n}",
-                "conference": conf.code,
-                "full_name": f"Grantee {n}",
-                "email": f"grantee{n}.{conf.code}@example.org",
-                "status": "confirmed",
-                "previous_status": "waiting_for_confirmation",
-                "updated_at": "2026-05-02T10:00:00Z",
-            }
-        )
-        ingest_grant(ctx, payload=payload, actor=ACTOR)
-        idents.append(payload.id)
-    return idents
 
 
 @dataclass
@@ -159,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     db = database()
     conf = conference()
     load = Load(free_port(), fakes.endpoints.slack_url, args.command, [], args.think_ms / 1000)
-    load.idents = confirmed_grants(db, conf, args.grants)
+    load.idents = [ident for _, ident in confirmed_grants(db, conf, args.grants)]
     with tempfile.TemporaryDirectory() as tmp:
         url = db.engine.url.render_as_string(hide_password=False)
         env = bot_env(fakes.endpoints, url, conferences_file(conf, Path(tmp)))

@@ -14,7 +14,7 @@ from bot.mailer import SmtpMailer, message_id_domain
 from bot.pretix import PretixClient
 from bot.services.conference_sync import sync_conferences
 from bot.services.context import ServiceContext
-from bot.settings import Settings
+from bot.settings import PRETIX_MAX_RETRY_AFTER, Settings
 from bot.slack.app import build_edge, build_slack_app
 from bot.slack.edge import SlackEdge
 from bot.slack.status import StatusOutbox, StatusPoster
@@ -79,6 +79,7 @@ def build_bot(
             token=settings.pretix_token.get_secret_value(),
             timeout=settings.pretix_timeout_seconds,
             max_attempts=settings.pretix_max_attempts,
+            max_retry_after=PRETIX_MAX_RETRY_AFTER,
         )
     mailer = SmtpMailer.from_settings(settings) if settings.email_enabled else None
     services = ServiceContext(

@@ -10,6 +10,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -17,6 +18,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SQLITE_DEFAULT_URL = "sqlite:///voucher-bot.sqlite3"
+PRETIX_MAX_RETRY_AFTER = 30.0  # the longest Retry-After the Pretix client honours
 
 
 class ConfigError(Exception):
@@ -77,6 +79,22 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = Field(default=30, ge=1)
     work_lease_seconds: int = Field(default=180, ge=10)
     max_provisioning_attempts: int = Field(default=8, ge=1)
+
+    @field_validator("work_lease_seconds")
+    @classmethod
+    def _lease_outlasts_pretix(cls, value: int, info: ValidationInfo) -> int:
+        # A worker's lease must outlast its slowest Pretix call (every attempt timing out,
+        # with the longest Retry-After between them), or a second worker could step in.
+        timeout = info.data.get("pretix_timeout_seconds")
+        attempts = info.data.get("pretix_max_attempts")
+        if timeout is not None and attempts is not None:
+            slowest = attempts * timeout + (attempts - 1) * PRETIX_MAX_RETRY_AFTER
+            if value < slowest:
+                raise ValueError(
+                    f"must be at least {slowest:.0f} s with these Pretix settings "
+                    "(PRETIX_MAX_ATTEMPTS x PRETIX_TIMEOUT_SECONDS, plus the waits between)"
+                )
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

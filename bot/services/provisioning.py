@@ -42,6 +42,7 @@ from bot.services.outcomes import (
     ProvisionResult,
     Step,
 )
+from bot.services.queries import grant_with_conference, voucher_of
 from bot.services.voucher_email import deliver_voucher_email, email_step
 from bot.storage import (
     Conference,
@@ -145,11 +146,7 @@ def _reserve(
 ) -> _Work | _Done:
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        found = session.execute(
-            select(Grant, Conference)
-            .join(Conference, Grant.conference_id == Conference.id)
-            .where(Grant.id == grant_id)
-        ).one_or_none()
+        found = grant_with_conference(session, grant_id)
         if found is None:
             return _done(None, ProvisionResult.GRANT_NOT_FOUND, f"There is no grant #{grant_id}.")
         grant, conference = found
@@ -207,7 +204,9 @@ def _reserve(
             if voucher_id is not None:
                 step = Step("reserve", ok=True, detail=f"reserved code {code}")
                 return _Work("create", voucher_id, code, None, ref, config, (step,))
-        voucher = _lock_voucher(session, conference.id, grant.email_key or "")
+        voucher = voucher_of(
+            session, conference_id=conference.id, email_key=grant.email_key, lock=True
+        )
         if voucher is None:
             return _pretix_off(ref)  # no voucher yet, and no Pretix to make one
         return _decide(ctx, session, voucher=voucher, grant=grant, ref=ref, config=config, now=now)
@@ -587,18 +586,6 @@ def _failure_outcome(
         steps=(*work.steps, step),
     )
     return replace(outcome, attempt=attempt)
-
-
-def _lock_voucher(session: Session, conference_id: int, email_key: str) -> ConferenceVoucher | None:
-    """The person's voucher row at the conference, locked until the transaction ends."""
-    return session.scalars(
-        select(ConferenceVoucher)
-        .where(
-            ConferenceVoucher.conference_id == conference_id,
-            ConferenceVoucher.email_key == email_key,
-        )
-        .with_for_update()
-    ).one_or_none()
 
 
 def _pretix_off(ref: GrantRef) -> _Done:

@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from bot.services.actors import Actor
 from bot.services.audit import write_audit_event
 from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailResult, ResendOutcome
 from bot.services.provisioning import grant_ref
+from bot.services.queries import grant_with_conference, voucher_of
 from bot.services.voucher_email import deliver_voucher_email
-from bot.storage import Conference, ConferenceVoucher, Grant, VoucherState
+from bot.storage import VoucherState
 
 
 def resend_voucher_email(ctx: ServiceContext, *, grant_id: int, actor: Actor) -> ResendOutcome:
     """Send the grantee's voucher email again, on purpose (new Message-ID, same code)."""
     with ctx.db.transaction() as session:
-        found = session.execute(
-            select(Grant, Conference, ConferenceVoucher)
-            .join(Conference, Grant.conference_id == Conference.id)
-            .outerjoin(
-                ConferenceVoucher,
-                (ConferenceVoucher.conference_id == Grant.conference_id)
-                & (ConferenceVoucher.email_key == Grant.email_key),
-            )
-            .where(Grant.id == grant_id)
-        ).one_or_none()
+        found = grant_with_conference(session, grant_id)
         if found is None:
             return ResendOutcome(False, f"There is no grant #{grant_id}.", None)
-        grant, conference, voucher = found
+        grant, conference = found
+        voucher = voucher_of(session, conference_id=conference.id, email_key=grant.email_key)
         ref = grant_ref(grant, conference)
         if voucher is None or voucher.state is not VoucherState.CREATED:
             state = "no voucher" if voucher is None else f"a voucher that is {voucher.state.value}"

@@ -4,29 +4,25 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy import select
-
 from bot.services.actors import Actor
 from bot.services.audit import write_audit_event
 from bot.services.context import ServiceContext
 from bot.services.outcomes import ProvisionOutcome, ProvisionResult
 from bot.services.provisioning import provision_grant_voucher
+from bot.services.queries import grant_with_conference, voucher_of
 from bot.services.voucher_email import email_step, retry_failed_email
-from bot.storage import ConferenceVoucher, EmailState, Grant, VoucherState
+from bot.storage import EmailState, VoucherState
 
 
 def retry_grant(ctx: ServiceContext, *, grant_id: int, actor: Actor) -> ProvisionOutcome:
     """Retry whatever failed for this grant; safe to click twice (nothing runs twice)."""
     with ctx.db.transaction() as session:
-        voucher = session.scalars(
-            select(ConferenceVoucher)
-            .join(
-                Grant,
-                (Grant.conference_id == ConferenceVoucher.conference_id)
-                & (Grant.email_key == ConferenceVoucher.email_key),
-            )
-            .where(Grant.id == grant_id)
-        ).one_or_none()
+        found = grant_with_conference(session, grant_id)
+        voucher = (
+            voucher_of(session, conference_id=found[0].conference_id, email_key=found[0].email_key)
+            if found
+            else None
+        )
         failed_email = (
             voucher is not None
             and voucher.state is VoucherState.CREATED

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from bot.pretix import (
     EventRef,
     PretixError,
@@ -19,10 +17,9 @@ from bot.services.audit import write_audit_event
 from bot.services.context import ServiceContext
 from bot.services.outcomes import GrantRef, RevokeOutcome, RevokeResult, Step
 from bot.services.provisioning import grant_ref
+from bot.services.queries import grant_with_conference, voucher_of
 from bot.storage import (
-    Conference,
     ConferenceVoucher,
-    Grant,
     GrantStatus,
     VoucherState,
     VoucherType,
@@ -59,11 +56,7 @@ def revoke_grant_voucher(ctx: ServiceContext, *, grant_id: int, actor: Actor) ->
 def _claim(ctx: ServiceContext, *, grant_id: int) -> _Revoking | RevokeOutcome:
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        found = session.execute(
-            select(Grant, Conference)
-            .join(Conference, Grant.conference_id == Conference.id)
-            .where(Grant.id == grant_id)
-        ).one_or_none()
+        found = grant_with_conference(session, grant_id)
         if found is None:
             return RevokeOutcome(
                 RevokeResult.GRANT_NOT_FOUND, f"There is no grant #{grant_id}.", None
@@ -77,14 +70,9 @@ def _claim(ctx: ServiceContext, *, grant_id: int) -> _Revoking | RevokeOutcome:
                 "(or otherwise withdrawn) after confirmation can lose its voucher.",
                 ref,
             )
-        voucher = session.scalars(
-            select(ConferenceVoucher)
-            .where(
-                ConferenceVoucher.conference_id == conference.id,
-                ConferenceVoucher.email_key == grant.email_key,
-            )
-            .with_for_update()
-        ).one_or_none()
+        voucher = voucher_of(
+            session, conference_id=conference.id, email_key=grant.email_key, lock=True
+        )
         if voucher is None:
             return RevokeOutcome(
                 RevokeResult.NO_VOUCHER, f"{ref.full_name} has no voucher to revoke.", ref

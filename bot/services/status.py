@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from bot.services.outcomes import GrantRef
 from bot.services.provisioning import grant_ref
+from bot.services.queries import grant_with_conference, voucher_of
 from bot.storage import (
     AuditEvent,
     Conference,
@@ -68,20 +69,11 @@ class GrantStatusReport:
 def grant_status(db: Database, *, grant_id: int, history: int = 5) -> GrantStatusReport | None:
     """The status report of one grant (by internal id), or None if there is no such grant."""
     with db.transaction() as session:
-        found = session.execute(
-            select(Grant, Conference)
-            .join(Conference, Grant.conference_id == Conference.id)
-            .where(Grant.id == grant_id)
-        ).one_or_none()
+        found = grant_with_conference(session, grant_id)
         if found is None:
             return None
         grant, conference = found
-        row = session.scalars(
-            select(ConferenceVoucher).where(
-                ConferenceVoucher.conference_id == conference.id,
-                ConferenceVoucher.email_key == grant.email_key,
-            )
-        ).one_or_none()
+        row = voucher_of(session, conference_id=conference.id, email_key=grant.email_key)
         events = session.scalars(
             select(AuditEvent)
             .where(AuditEvent.grant_id == grant.id)
