@@ -6,6 +6,7 @@ waits), `POST /hooks/grants` (the conference backend), `GET /healthz`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -80,23 +81,60 @@ def create_web_app(bot: Bot, *, run_background: bool = True) -> Starlette:
         if bot.slack is not None:
             bot.slack.poster.start()
             if settings.slack_app_token is not None:
-                from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-                socket_mode = SocketModeHandler(
-                    bot.slack.app, settings.slack_app_token.get_secret_value()
-                )
-                socket_mode.connect()  # type: ignore[no-untyped-call]
-                log.info("connected to Slack in Socket Mode")
+                socket_mode = SocketMode(bot.slack.app, settings.slack_app_token.get_secret_value())
+                socket_mode.start()
         try:
             yield
         finally:
             if socket_mode is not None:
-                socket_mode.close()  # type: ignore[no-untyped-call]
+                socket_mode.stop()
             scheduler.shutdown(wait=True)
             if bot.slack is not None:
                 bot.slack.poster.stop()
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+class SocketMode:
+    """Socket Mode beside HTTP: connects in the background and keeps trying until it can.
+
+    Slack may be unreachable when the bot starts; the webhook and the reconciler must not
+    wait for it, so the first connection is retried with backoff (the SDK reconnects by
+    itself once connected).
+    """
+
+    def __init__(self, app: App, app_token: str) -> None:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        self._handler = SocketModeHandler(app, app_token)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._connect, name="socket-mode", daemon=True)
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        """Begin connecting."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop trying and close the connection."""
+        self._stopping.set()
+        self._thread.join(timeout=10)
+        if self.connected.is_set():
+            self._handler.close()  # type: ignore[no-untyped-call]
+
+    def _connect(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                self._handler.connect()  # type: ignore[no-untyped-call]
+            except Exception as exc:  # noqa: BLE001 - any failure: log it and try again later
+                log.warning("Socket Mode connection failed; retrying", error=str(exc), delay=delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            self.connected.set()
+            log.info("connected to Slack in Socket Mode")
+            return
 
 
 def slack_endpoint(app: App) -> Any:

@@ -58,12 +58,10 @@ def answer_retry(edge: SlackEdge, *, ack: Ack, body: dict[str, Any], respond: Re
         edge.worker.submit("broken button", lambda: respond(**broken.as_kwargs()))
         return
 
-    def work() -> None:
-        outcome = retry_grant(edge.services, grant_id=int(value), actor=actor)
-        respond(
-            **provision_result_message(outcome).as_kwargs(),
-            response_type="ephemeral",
-            replace_original=False,
-        )
-
-    edge.worker.submit("retry button", work)
+    edge.answer_later(
+        "retry button",
+        respond,
+        lambda: provision_result_message(
+            retry_grant(edge.services, grant_id=int(value), actor=actor)
+        ),
+    )

@@ -86,9 +86,8 @@ def answer_voucher_command(
         ack(**problem_message(BUSY_TEXT).as_kwargs())
         return
     ack(**working_message(parsed.action.value, parsed.target).as_kwargs())
-    edge.worker.submit(
-        f"/voucher {parsed.action.value}",
-        lambda: _answer(respond, run_voucher_command(edge, parsed, actor)),
+    edge.answer_later(
+        f"/voucher {parsed.action.value}", respond, lambda: run_voucher_command(edge, parsed, actor)
     )
 
 
@@ -149,10 +148,6 @@ def _slack_email(edge: SlackEdge, target: Target) -> tuple[str | None, str | Non
             "the users:read.email scope); try their email address or grant id."
         )
     return str(email), None
-
-
-def _answer(respond: Respond, message: Message) -> None:
-    respond(**message.as_kwargs(), response_type="ephemeral", replace_original=False)
 
 
 def _audit_refusal(edge: SlackEdge, actor: Actor, parsed: VoucherCommand) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
+from slack_bolt import Respond
 from slack_sdk import WebClient
 
 from bot.services.context import ServiceContext
 from bot.services.staff import StaffDirectory
+from bot.slack.blocks import Message, error_message
 from bot.worker import Worker
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -19,3 +25,16 @@ class SlackEdge:
     staff: StaffDirectory
     worker: Worker
     client: WebClient
+
+    def answer_later(self, name: str, respond: Respond, work: Callable[[], Message]) -> None:
+        """Run `work` on the worker and send its answer; a failure is logged and told, in words."""
+
+        def job() -> None:
+            try:
+                message = work()
+            except Exception:
+                log.exception("background command failed", job=name)
+                message = error_message()
+            respond(**message.as_kwargs(), response_type="ephemeral", replace_original=False)
+
+        self.worker.submit(name, job)
