@@ -1,0 +1,68 @@
+"""Block Kit messages for `/voucher` and the grant status threads, built by pure functions.
+
+Every builder returns a `Message` within Slack's limits (50 blocks, 3,000 characters a text
+object) with its notification `text` always set. Everything that comes from data (names,
+emails, codes, errors, what a person typed) goes through `escape`, and every mrkdwn text object
+is `verbatim`, so a grantee called `<!channel>` or `@here` pings nobody.
+
+`answers` holds what `/voucher` answers the person who ran it, `status` the `/voucher status`
+report, `threads` and `thread_state` the grant's thread in the conference channel. They share
+`_text` (escaping and phrases), `_layout` (blocks, limits, `Message`) and `_outcome_lines`.
+"""
+
+from bot.slack.blocks._layout import (
+    FALLBACK_LIMIT,
+    FIELD_LIMIT,
+    MAX_BLOCKS,
+    MAX_CONTEXT_ELEMENTS,
+    MAX_FIELDS,
+    RETRY_ACTION,
+    TEXT_LIMIT,
+    Block,
+    Message,
+)
+from bot.slack.blocks._outcome_lines import Outcome
+from bot.slack.blocks._text import COMMAND, DETAIL_LIMIT, escape, truncate
+from bot.slack.blocks.answers import (
+    error_message,
+    help_message,
+    not_staff_message,
+    problem_message,
+    provision_result_message,
+    resend_result_message,
+    revoke_result_message,
+    working_message,
+)
+from bot.slack.blocks.status import status_message
+from bot.slack.blocks.thread_state import parent_state
+from bot.slack.blocks.threads import intake_reply, thread_parent, thread_reply
+
+__all__ = [
+    "COMMAND",
+    "DETAIL_LIMIT",
+    "FALLBACK_LIMIT",
+    "FIELD_LIMIT",
+    "MAX_BLOCKS",
+    "MAX_CONTEXT_ELEMENTS",
+    "MAX_FIELDS",
+    "RETRY_ACTION",
+    "TEXT_LIMIT",
+    "Block",
+    "Message",
+    "Outcome",
+    "error_message",
+    "escape",
+    "help_message",
+    "intake_reply",
+    "not_staff_message",
+    "parent_state",
+    "problem_message",
+    "provision_result_message",
+    "resend_result_message",
+    "revoke_result_message",
+    "status_message",
+    "thread_parent",
+    "thread_reply",
+    "truncate",
+    "working_message",
+]

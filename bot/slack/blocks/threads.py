@@ -1,0 +1,126 @@
+"""The grant's thread in the conference channel: its parent, its replies, what stays quiet."""
+
+from __future__ import annotations
+
+from bot.services.outcomes import (
+    EmailOutcome,
+    EmailResult,
+    GrantIntake,
+    GrantRef,
+    ProvisionOutcome,
+    ProvisionResult,
+    ResendOutcome,
+    RevokeOutcome,
+    RevokeResult,
+)
+from bot.slack.blocks._layout import (
+    TEXT_LIMIT,
+    Message,
+    _context,
+    _message,
+    _retry_button,
+    _section,
+)
+from bot.slack.blocks._outcome_lines import Outcome, _issue_hint, _lines_for, _wants_retry
+from bot.slack.blocks._text import (
+    _WARNING,
+    _bold,
+    _code,
+    _command,
+    _data,
+    _icon,
+    _lines,
+    _Rich,
+    _rich,
+    _sentence,
+    truncate,
+)
+
+# An email step worth telling the thread about: something happened to the email just now.
+_EMAIL_NEWS = frozenset({EmailResult.SENT, EmailResult.RETRY_SCHEDULED, EmailResult.FAILED})
+# Provisioning results that change nothing worth a thread reply or a new parent state.
+_QUIET_PROVISION = frozenset(
+    {
+        ProvisionResult.GRANT_NOT_FOUND,
+        ProvisionResult.NOT_CONFIRMED,
+        ProvisionResult.NOT_ISSUING,
+        ProvisionResult.IN_PROGRESS,
+    }
+)
+# Revocation results that changed the voucher or need a person.
+_REVOKE_NEWS = frozenset(
+    {
+        RevokeResult.REVOKED,
+        RevokeResult.ALREADY_GONE,
+        RevokeResult.REDEEMED,
+        RevokeResult.NEEDS_REVIEW,
+    }
+)
+
+
+def thread_parent(grant: GrantRef, *, state: str) -> Message:
+    """The one parent message per grantee and conference; `state` comes from `parent_state`.
+
+    `state` is trusted mrkdwn (already escaped by `parent_state`); do not pass raw data.
+    """
+    headline = _rich(
+        _bold(grant.full_name), " confirmed their grant for ", _bold(grant.conference_name)
+    )
+    state_md = _Rich(truncate(state, TEXT_LIMIT), "")
+    blocks = [_section(headline), _context(state_md, _rich("Grant ", _code(grant.external_id)))]
+    return _message(headline, blocks)
+
+
+def thread_reply(outcome: Outcome) -> Message | None:
+    """One reply in the grant's thread per meaningful step, or None for a no-op."""
+    grant = outcome.grant
+    if grant is None or _is_quiet(outcome):
+        return None
+    return _reply(grant, _lines_for(outcome, named=False), retry=_wants_retry(outcome))
+
+
+def intake_reply(intake: GrantIntake) -> Message | None:
+    """A thread reply for a grant notification that needs staff, or None."""
+    grant = intake.grant
+    if grant is None:
+        return None
+    if intake.held:
+        hint = _issue_hint(grant)
+    elif intake.refused_with_voucher:
+        hint = _rich("Run ", _command("revoke", grant), " if it should go.")
+    else:
+        return None
+    return _reply(grant, [_rich(_icon(_WARNING), _data(_sentence(intake.message))), hint])
+
+
+def _reply(grant: GrantRef, lines: list[_Rich], *, retry: bool = False) -> Message:
+    """The lines, then Retry when it may help; the notification text starts with the name."""
+    blocks = [_section(_lines(lines))]
+    if retry:
+        blocks.append(_retry_button(grant.id))
+    return _message(_rich(_data(grant.full_name, 200), ": ", _lines(lines)), blocks)
+
+
+def _is_quiet(outcome: Outcome) -> bool:
+    """Whether the outcome changes nothing the thread should hear about."""
+    if isinstance(outcome, ProvisionOutcome):
+        return _provision_is_quiet(outcome)
+    if isinstance(outcome, RevokeOutcome):
+        return outcome.grant is None or outcome.result not in _REVOKE_NEWS
+    return _resend_is_quiet(outcome)
+
+
+def _email_news(email: EmailOutcome | None) -> bool:
+    return email is not None and email.result in _EMAIL_NEWS
+
+
+def _provision_is_quiet(outcome: ProvisionOutcome) -> bool:
+    if outcome.grant is None or outcome.result in _QUIET_PROVISION:
+        return True
+    if outcome.result is ProvisionResult.RETRY_SCHEDULED and (outcome.attempt or 1) > 1:
+        return True  # the thread already says Pretix is unavailable; do not repeat it 8 times
+    return outcome.result is ProvisionResult.ALREADY_GRANT and not _email_news(outcome.email)
+
+
+def _resend_is_quiet(outcome: ResendOutcome) -> bool:
+    return outcome.grant is None or not (outcome.ok or _email_news(outcome.email))
