@@ -15,11 +15,11 @@ import pytest
 
 from bot.conferences import ConferenceConfig
 from bot.services.context import ServiceContext
-from bot.storage import Grant
 from tests.conftest import conferences_toml, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.helpers import grant_external_id, write_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -125,10 +125,7 @@ def test_provision_from_the_command_line_again_and_again(
     smtp_server: FakeSmtpServer,
 ) -> None:
     grant_id = make_grant()
-    with ctx.db.transaction() as session:
-        grant = session.get(Grant, grant_id)
-        assert grant is not None
-        ident = grant.external_id
+    ident = grant_external_id(ctx.db, grant_id)
 
     first = run_cli(bot_env, "provision", ident)
     second = run_cli(bot_env, "provision", ident)
@@ -156,8 +153,7 @@ def test_grants_import_reports_bad_rows_by_line_and_keeps_good_ones(
     ids = {str(n): unique("") for n in range(9001, 9008)}
     for old, new in ids.items():
         source = source.replace(f"{old},", f"{new},")
-    path = tmp_path / "grants.csv"
-    path.write_text(source.replace("pycon2026", conference.code), encoding="utf-8")
+    path = write_file(tmp_path, "grants.csv", source.replace("pycon2026", conference.code))
 
     result = run_cli(bot_env, "grants", "import", str(path))
 
@@ -185,8 +181,7 @@ def test_check_tells_an_unknown_event_slug_apart(
     tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
 ) -> None:
     wrong = conference.model_copy(update={"pretix_event": "pycon2062"})
-    config = tmp_path / "wrong.toml"
-    config.write_text(conferences_toml(wrong), encoding="utf-8")
+    config = write_file(tmp_path, "wrong.toml", conferences_toml(wrong))
     result = run_cli({**bot_env, "CONFERENCES_FILE": str(config)}, "check")
     assert result.returncode == 1
     assert "event 'pycon2062' does not exist under 'pycon'" in result.stdout

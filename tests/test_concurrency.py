@@ -21,10 +21,11 @@ from bot.services.context import ServiceContext
 from bot.services.outcomes import ProvisionOutcome, ProvisionResult
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.reconciler import reconcile_once
-from bot.storage import ConferenceVoucher, Grant, VoucherState
+from bot.storage import ConferenceVoucher, VoucherState
 from tests.conftest import TEST_ACTOR
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.helpers import grant_external_id
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,13 +36,6 @@ def wait_until(condition: Callable[[], bool], *, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
-
-
-def external_id(ctx: ServiceContext, grant_id: int) -> str:
-    with ctx.db.transaction() as session:
-        grant = session.get(Grant, grant_id)
-        assert grant is not None
-        return grant.external_id
 
 
 def test_twenty_threads_provisioning_one_grant_make_one_voucher_and_one_email(
@@ -84,7 +78,7 @@ def test_two_processes_provisioning_one_grant_make_one_voucher_and_one_email(
 ) -> None:
     grant_id = make_grant()
     pretix_server.latency = 0.2
-    command = [sys.executable, "-m", "bot", "provision", external_id(ctx, grant_id)]
+    command = [sys.executable, "-m", "bot", "provision", grant_external_id(ctx.db, grant_id)]
     command += ["--conference", conference.code]
 
     processes = [
@@ -115,7 +109,7 @@ def test_process_killed_during_the_pretix_call_is_finished_later_with_the_same_c
     # killed in between, after it reserved its code and before it recorded Pretix's answer.
     pretix_server.hang_next(1.5, method="POST", while_processing=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "provision", external_id(ctx, grant_id)],
+        [sys.executable, "-m", "bot", "provision", grant_external_id(ctx.db, grant_id)],
         cwd=ROOT,
         env=bot_env,
         stdout=subprocess.DEVNULL,

@@ -31,6 +31,7 @@ from bot.storage import (
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.helpers import write_file
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -57,15 +58,7 @@ def localized(tmp_path: Path, name: str, codes: dict[str, str]) -> Path:
     text = (DATA / name).read_text(encoding="utf-8")
     for old, new in codes.items():
         text = text.replace(old, new)
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_file(tmp_path, name, text)
 
 
 def statuses(db: Database, conference: str) -> dict[str, int]:
@@ -213,7 +206,7 @@ def test_json_errors_name_the_line_where_each_bad_object_starts(
             "]",
         ]
     )
-    path = write(tmp_path, "grants.json", text)
+    path = write_file(tmp_path, "grants.json", text)
 
     report = import_grants(ctx, path=path, actor=TEST_ACTOR, provision=False)
 
@@ -239,7 +232,7 @@ def test_json_errors_name_the_line_where_each_bad_object_starts(
 def test_a_json_file_that_is_not_a_list_of_objects_is_refused_whole(
     ctx: ServiceContext, tmp_path: Path, name: str, text: str, expected: str
 ) -> None:
-    path = write(tmp_path, name, text)
+    path = write_file(tmp_path, name, text)
 
     with pytest.raises(ImportFileError, match=expected):
         import_grants(ctx, path=path, actor=TEST_ACTOR)
@@ -252,7 +245,7 @@ def test_a_missing_file_is_refused(ctx: ServiceContext, tmp_path: Path) -> None:
 
 def test_a_csv_file_without_a_header_is_refused(ctx: ServiceContext, tmp_path: Path) -> None:
     with pytest.raises(ImportFileError, match="no header"):
-        import_grants(ctx, path=write(tmp_path, "empty.csv", ""), actor=TEST_ACTOR)
+        import_grants(ctx, path=write_file(tmp_path, "empty.csv", ""), actor=TEST_ACTOR)
 
 
 def test_a_csv_row_with_more_cells_than_the_header_is_reported(
@@ -266,7 +259,7 @@ def test_a_csv_row_with_more_cells_than_the_header_is_reported(
         f"{unique('')},{code},Jim Doe,{unique('c')}@example.org,approved,2026-05-01T10:00:00Z\n"
     )
 
-    report = import_grants(ctx, path=write(tmp_path, "g.csv", text), actor=TEST_ACTOR)
+    report = import_grants(ctx, path=write_file(tmp_path, "g.csv", text), actor=TEST_ACTOR)
 
     assert [(e.line, e.message) for e in report.errors] == [
         (3, "more cells than the header has columns")
@@ -307,7 +300,7 @@ def test_csv_line_numbers_stay_right_after_a_blank_line(
         f"{unique('')},{code},Bad Date,{unique('b')}@example.org,pending,soon\n"
     )
 
-    report = import_grants(ctx, path=write(tmp_path, "g.csv", text), actor=TEST_ACTOR)
+    report = import_grants(ctx, path=write_file(tmp_path, "g.csv", text), actor=TEST_ACTOR)
 
     assert [error.line for error in report.errors] == [4]
 
@@ -413,7 +406,7 @@ def test_voucher_import_reports_bad_rows_and_conflicts_with_their_lines(
     ]  # fmt: skip
     text = "[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n"
 
-    report = import_vouchers(ctx, path=write(tmp_path, "v.json", text), actor=TEST_ACTOR)
+    report = import_vouchers(ctx, path=write_file(tmp_path, "v.json", text), actor=TEST_ACTOR)
 
     assert report.rows == 5
     assert [(e.line, e.message.split(":")[0]) for e in report.errors] == [

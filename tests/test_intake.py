@@ -27,6 +27,7 @@ from bot.storage import (
 )
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
+from tests.helpers import grant_events
 
 PayloadFactory = Callable[..., GrantPayload]
 
@@ -38,17 +39,6 @@ def stored_grant(db: Database, conference: str, external_id: str) -> Grant | Non
             .join(Conference, Grant.conference_id == Conference.id)
             .where(Conference.code == conference, Grant.external_id == external_id)
         ).one_or_none()
-
-
-def grant_events(db: Database, grant_id: int, action: str = "grant_intake") -> list[AuditEvent]:
-    with db.transaction() as session:
-        return list(
-            session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.grant_id == grant_id, AuditEvent.action == action)
-                .order_by(AuditEvent.id)
-            )
-        )
 
 
 def conference_events(db: Database, conference: str, action: str) -> list[AuditEvent]:
@@ -83,6 +73,17 @@ def voucher_payload(conference: str, email: str, **fields: Any) -> VoucherPayloa
     return VoucherPayload.model_validate(values)
 
 
+def refusal(grant_payload: PayloadFactory, earlier: GrantPayload) -> GrantPayload:
+    """The notification that the grantee of `earlier` refused after confirming."""
+    return grant_payload(
+        id=earlier.id,
+        email=earlier.email,
+        status="refused",
+        previous_status="confirmed",
+        updated_at="2026-05-03T09:30:00Z",
+    )
+
+
 # --- grants ---------------------------------------------------------------------------------
 
 
@@ -114,7 +115,7 @@ def test_a_new_grant_is_created_with_every_field_stored(
     assert grant.source_updated_at == dt.datetime(2026, 5, 2, 10, 0, tzinfo=dt.UTC)
     assert grant.applicant_reply_deadline == dt.datetime(2026, 5, 4, 23, 59, 59, tzinfo=dt.UTC)
     assert grant.confirmed_at is None and grant.hold_reason is None
-    [event] = grant_events(ctx.db, grant.id)
+    [event] = grant_events(ctx.db, grant.id, "grant_intake")
     assert (event.outcome, event.actor) == ("created", "cli:pytest")
     assert event.detail is not None
     assert event.detail["status"] == "waiting_for_confirmation"
@@ -159,7 +160,7 @@ def test_a_newer_update_is_applied(
     assert grant.status is GrantStatus.WAITING_FOR_CONFIRMATION
     assert grant.full_name == "Jane Q. Doe"
     assert grant.source_updated_at == dt.datetime(2026, 5, 3, 6, 0, tzinfo=dt.UTC)
-    events = grant_events(ctx.db, grant.id)
+    events = grant_events(ctx.db, grant.id, "grant_intake")
     assert [e.outcome for e in events] == ["created", "updated"]
     assert events[1].detail is not None
     assert (events[1].detail["from"], events[1].detail["status"]) == (
@@ -192,7 +193,7 @@ def test_an_older_update_is_stale_recorded_and_ignored(
     assert grant.status is GrantStatus.CONFIRMED
     assert grant.full_name == "Jane Doe"
     assert grant.source_updated_at == dt.datetime(2026, 5, 2, 10, 0, tzinfo=dt.UTC)
-    stale = [e for e in grant_events(ctx.db, grant.id) if e.outcome == "stale"]
+    stale = [e for e in grant_events(ctx.db, grant.id, "grant_intake") if e.outcome == "stale"]
     assert len(stale) == 1
     assert stale[0].detail is not None
     assert stale[0].detail["status"] == "waiting_for_confirmation"
@@ -222,7 +223,7 @@ def test_confirmation_from_waiting_for_confirmation_asks_for_provisioning(
     assert grant is not None
     assert grant.hold_reason is None
     assert grant.confirmed_at == dt.datetime(2026, 5, 3, 9, 30, tzinfo=dt.UTC)
-    [_, event] = grant_events(ctx.db, grant.id)
+    [_, event] = grant_events(ctx.db, grant.id, "grant_intake")
     assert event.detail is not None and event.detail["provision"] is True
 
 
@@ -291,13 +292,7 @@ def test_a_held_grant_that_is_refused_loses_its_hold(
 ) -> None:
     held = grant_payload(status="confirmed", previous_status="waiting_list")
     assert ingest_grant(ctx, payload=held, actor=TEST_ACTOR).held
-    refused = grant_payload(
-        id=held.id,
-        email=held.email,
-        status="refused",
-        previous_status="confirmed",
-        updated_at="2026-05-03T09:30:00Z",
-    )
+    refused = refusal(grant_payload, held)
 
     intake = ingest_grant(ctx, payload=refused, actor=TEST_ACTOR)
 
@@ -376,13 +371,7 @@ def test_refusal_after_confirmation_with_a_grant_voucher_is_flagged(
     assert intake.grant is not None and intake.provision
     issued = provision_grant_voucher(ctx, grant_id=intake.grant.id, actor=TEST_ACTOR)
     assert issued.result is ProvisionResult.CREATED and issued.voucher_code
-    refused = grant_payload(
-        id=confirmed.id,
-        email=confirmed.email,
-        status="refused",
-        previous_status="confirmed",
-        updated_at="2026-05-03T09:30:00Z",
-    )
+    refused = refusal(grant_payload, confirmed)
 
     flagged = ingest_grant(ctx, payload=refused, actor=TEST_ACTOR)
 
@@ -404,13 +393,7 @@ def test_refusal_of_a_speaker_is_not_flagged(
     intake = ingest_grant(ctx, payload=confirmed, actor=TEST_ACTOR)
     assert intake.grant is not None
     provision_grant_voucher(ctx, grant_id=intake.grant.id, actor=TEST_ACTOR)
-    refused = grant_payload(
-        id=confirmed.id,
-        email=confirmed.email,
-        status="refused",
-        previous_status="confirmed",
-        updated_at="2026-05-03T09:30:00Z",
-    )
+    refused = refusal(grant_payload, confirmed)
 
     flagged = ingest_grant(ctx, payload=refused, actor=TEST_ACTOR)
 

@@ -11,13 +11,14 @@ import pytest
 
 from bot.conferences import ConferenceConfig, Conferences
 from bot.services.context import ServiceContext
-from bot.services.intake import ingest_grant, ingest_voucher
+from bot.services.intake import ingest_grant
 from bot.services.lookup import Target, TargetKind, parse_target, resolve_grant
-from bot.services.notifications import GrantPayload, VoucherPayload
+from bot.services.notifications import GrantPayload
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.status import ConferenceSummary, conference_summaries, grant_status
 from bot.storage import Database, EmailState, GrantStatus, VoucherState, VoucherType
 from tests.conftest import TEST_ACTOR, unique
+from tests.helpers import record_voucher
 
 
 def slack_id() -> str:
@@ -229,17 +230,12 @@ def test_conference_summary_counts_grants_vouchers_emails_holds_and_gaps(
     make_grant(status="pending", previous_status=None)
     make_grant(status="refused", previous_status="waiting_for_confirmation")
     provision_grant_voucher(ctx, grant_id=issued, actor=TEST_ACTOR)
-    ingest_voucher(
+    record_voucher(
         ctx,
-        payload=VoucherPayload.model_validate(
-            {
-                "conference": conference.code,
-                "email": f"{unique('speaker')}@example.org",
-                "type": "speaker",
-                "code": "SPKSUMMARY",
-            }
-        ),
-        actor=TEST_ACTOR,
+        conference.code,
+        f"{unique('speaker')}@example.org",
+        type="speaker",
+        code="SPKSUMMARY",
     )
 
     summary = summary_of(ctx.db, conference.code)

@@ -7,22 +7,17 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from bot.conferences import ConferenceConfig, Conferences
 from bot.pretix import PretixClient
 from bot.services.audit import write_audit_event
 from bot.services.codes import ALPHABET, LENGTH
 from bot.services.context import ServiceContext
-from bot.services.intake import ingest_voucher
-from bot.services.notifications import VoucherPayload
 from bot.services.outcomes import EmailResult, ProvisionResult
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.reconciler import reconcile_once
 from bot.storage import (
-    AuditEvent,
-    ConferenceVoucher,
-    Database,
     EmailState,
     Grant,
     VoucherState,
@@ -31,25 +26,15 @@ from bot.storage import (
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.helpers import (
+    expected_message_id,
+    grant_events,
+    plain_text,
+    record_voucher,
+    voucher_row,
+)
 
 VOUCHERS = "/api/v1/organizers/pycon/events/pycon2026/vouchers/"
-
-
-def voucher_row(db: Database, grant_id: int) -> ConferenceVoucher:
-    with db.transaction() as session:
-        grant = session.get(Grant, grant_id)
-        assert grant is not None
-        return session.scalars(
-            select(ConferenceVoucher).where(
-                ConferenceVoucher.conference_id == grant.conference_id,
-                ConferenceVoucher.email_key == grant.email_key,
-            )
-        ).one()
-
-
-def record_voucher(ctx: ServiceContext, conference: str, email: str, **fields: object) -> None:
-    payload = VoucherPayload.model_validate({"conference": conference, "email": email, **fields})
-    ingest_voucher(ctx, payload=payload, actor=TEST_ACTOR)
 
 
 def test_confirmed_grant_gets_one_voucher_created_with_grant_terms(
@@ -92,10 +77,9 @@ def test_confirmed_grant_gets_one_voucher_created_with_grant_terms(
     [mail] = smtp_server.messages
     assert outcome.grant is not None
     assert mail.rcpt_tos == (outcome.grant.email,)
-    assert mail.message["Message-ID"] == (
-        f"<voucher.{conference.code}.{row.id}.0@pycon.example.org>"
-    )
-    assert outcome.voucher_code in mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert mail.message["Message-ID"] == expected_message_id(conference, row.id, 0)
+    assert outcome.voucher_code is not None
+    assert outcome.voucher_code in plain_text(mail)
 
 
 def test_provisioning_again_changes_nothing(
@@ -171,11 +155,7 @@ def test_confirmation_from_waiting_list_is_held_until_staff_issue_it(
     issued = provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR, release_hold=True)
     assert issued.result is ProvisionResult.CREATED
     assert len(smtp_server.messages) == 1
-    with ctx.db.transaction() as session:
-        actions = session.scalars(
-            select(AuditEvent.action).where(AuditEvent.grant_id == grant_id)
-        ).all()
-    assert "release_hold" in actions
+    assert "release_hold" in [event.action for event in grant_events(ctx.db, grant_id)]
 
 
 def test_existing_speaker_voucher_means_no_new_voucher_but_one_email(
@@ -200,7 +180,7 @@ def test_existing_speaker_voucher_means_no_new_voucher_but_one_email(
     assert again.email is not None and again.email.result is EmailResult.ALREADY_SENT
     assert pretix_server.writes() == []
     [mail] = smtp_server.messages
-    assert "SPEAKERCODE1" in mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "SPEAKERCODE1" in plain_text(mail)
     assert "speaker" in str(mail.message["Subject"]).lower()
 
 
@@ -292,7 +272,7 @@ def test_co_speaker_voucher_is_upgraded_in_pretix_to_grant_terms(
     assert row.state is VoucherState.CREATED
     # The co-speaker email went out earlier; the grant email goes out anyway, once.
     [mail] = smtp_server.messages
-    assert "COSPEAK7GV5RZ" in mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "COSPEAK7GV5RZ" in plain_text(mail)
     assert row.email_generation == 1
 
     again = provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
@@ -541,11 +521,7 @@ def test_every_call_writes_an_audit_event(
     provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
     write_audit_event(ctx.db, actor=TEST_ACTOR, action="note", outcome="ok", grant_id=grant_id)
 
-    with ctx.db.transaction() as session:
-        events = session.scalars(
-            select(AuditEvent).where(AuditEvent.grant_id == grant_id).order_by(AuditEvent.id)
-        ).all()
-    provisions = [e for e in events if e.action == "provision"]
+    provisions = [e for e in grant_events(ctx.db, grant_id) if e.action == "provision"]
     assert [e.outcome for e in provisions] == ["created", "already_grant"]
     assert all(e.actor == "cli:pytest" for e in provisions)
     assert provisions[0].detail is not None and provisions[0].detail["email"] == "sent"

@@ -5,30 +5,35 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from bot.conferences import ConferenceConfig
 from bot.pretix import EventRef, PretixClient
 from bot.services.context import ServiceContext
-from bot.services.intake import ingest_grant, ingest_voucher
-from bot.services.notifications import GrantPayload, VoucherPayload
+from bot.services.intake import ingest_grant
+from bot.services.notifications import GrantPayload
 from bot.services.outcomes import ProvisionResult, RevokeResult
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.reconciler import reconcile_once
 from bot.services.revocation import revoke_grant_voucher
 from bot.storage import (
-    AuditEvent,
     ConferenceVoucher,
-    Database,
     EmailState,
-    Grant,
     VoucherState,
     VoucherType,
 )
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.helpers import (
+    expected_message_id,
+    grant_events,
+    plain_text,
+    record_voucher,
+    voucher_row,
+)
 
 VOUCHERS = "/api/v1/organizers/pycon/events/pycon2026/vouchers/"
 PayloadFactory = Callable[..., GrantPayload]
@@ -42,29 +47,6 @@ class Issued:
     payload: GrantPayload
     code: str
     pretix_id: int
-
-
-def voucher_row(db: Database, grant_id: int) -> ConferenceVoucher:
-    with db.transaction() as session:
-        grant = session.get(Grant, grant_id)
-        assert grant is not None
-        return session.scalars(
-            select(ConferenceVoucher).where(
-                ConferenceVoucher.conference_id == grant.conference_id,
-                ConferenceVoucher.email_key == grant.email_key,
-            )
-        ).one()
-
-
-def revoke_events(db: Database, grant_id: int) -> list[AuditEvent]:
-    with db.transaction() as session:
-        return list(
-            session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.grant_id == grant_id, AuditEvent.action == "revoke")
-                .order_by(AuditEvent.id)
-            )
-        )
 
 
 def issue(ctx: ServiceContext, grant_payload: PayloadFactory, **fields: object) -> Issued:
@@ -102,9 +84,26 @@ def refuse(ctx: ServiceContext, grant_payload: PayloadFactory, issued: Issued) -
     )
 
 
-def record_voucher(ctx: ServiceContext, conference: str, email: str, **fields: object) -> None:
-    payload = VoucherPayload.model_validate({"conference": conference, "email": email, **fields})
-    ingest_voucher(ctx, payload=payload, actor=TEST_ACTOR)
+def refused_holder_of(
+    ctx: ServiceContext,
+    grant_payload: PayloadFactory,
+    conference: str,
+    seeded: dict[str, Any],
+    voucher_type: str,
+) -> Issued:
+    """A refused grant for the person who holds `seeded`, recorded as a `voucher_type` voucher."""
+    email = f"{unique('holder')}@example.org"
+    record_voucher(
+        ctx,
+        conference,
+        email,
+        type=voucher_type,
+        code=seeded["code"],
+        pretix_voucher_id=seeded["id"],
+    )
+    issued = issue(ctx, grant_payload, email=email)
+    refuse(ctx, grant_payload, issued)
+    return issued
 
 
 def test_a_refused_grant_loses_its_voucher_in_pretix(
@@ -128,7 +127,7 @@ def test_a_refused_grant_loses_its_voucher_in_pretix(
     row = voucher_row(ctx.db, issued.grant_id)
     assert row.state is VoucherState.REVOKED
     assert row.lease_expires_at is None and row.last_error is None
-    [event] = revoke_events(ctx.db, issued.grant_id)
+    [event] = grant_events(ctx.db, issued.grant_id, "revoke")
     assert (event.outcome, event.actor) == ("revoked", "cli:pytest")
     assert event.detail is not None and event.detail["code"] == issued.code
 
@@ -162,7 +161,7 @@ def test_a_grant_that_is_still_confirmed_keeps_its_voucher(
     assert len(pretix_server.requests) == requests_before
     assert pretix_server.voucher(issued.pretix_id) is not None
     assert voucher_row(ctx.db, issued.grant_id).state is VoucherState.CREATED
-    [event] = revoke_events(ctx.db, issued.grant_id)
+    [event] = grant_events(ctx.db, issued.grant_id, "revoke")
     assert event.outcome == "not_refused"
 
 
@@ -192,17 +191,7 @@ def test_a_speaker_voucher_is_never_revoked(
     pretix_server: FakePretix,
 ) -> None:
     seeded = pretix_server.seed_voucher(code="SPKREVOKE1", price_mode="set", value="0.00")
-    email = f"{unique('speaker')}@example.org"
-    record_voucher(
-        ctx,
-        conference.code,
-        email,
-        type="speaker",
-        code="SPKREVOKE1",
-        pretix_voucher_id=seeded["id"],
-    )
-    issued = issue(ctx, grant_payload, email=email)
-    refuse(ctx, grant_payload, issued)
+    issued = refused_holder_of(ctx, grant_payload, conference.code, seeded, "speaker")
     requests_before = len(pretix_server.requests)
 
     outcome = revoke_grant_voucher(ctx, grant_id=issued.grant_id, actor=TEST_ACTOR)
@@ -222,17 +211,7 @@ def test_an_upgraded_co_speaker_voucher_needs_a_person_to_decide(
     pretix_server: FakePretix,
 ) -> None:
     seeded = pretix_server.seed_voucher(code="COSPKREV01", price_mode="percent", value="25.00")
-    email = f"{unique('cospeaker')}@example.org"
-    record_voucher(
-        ctx,
-        conference.code,
-        email,
-        type="co_speaker",
-        code="COSPKREV01",
-        pretix_voucher_id=seeded["id"],
-    )
-    issued = issue(ctx, grant_payload, email=email)
-    refuse(ctx, grant_payload, issued)
+    issued = refused_holder_of(ctx, grant_payload, conference.code, seeded, "co_speaker")
     requests_before = len(pretix_server.requests)
 
     outcome = revoke_grant_voucher(ctx, grant_id=issued.grant_id, actor=TEST_ACTOR)
@@ -259,7 +238,7 @@ def test_revoking_twice_reports_already_revoked_without_calling_pretix(
     assert second.result is RevokeResult.ALREADY_REVOKED
     assert second.voucher_code == issued.code
     assert len(pretix_server.requests) == requests_before
-    assert [e.outcome for e in revoke_events(ctx.db, issued.grant_id)] == [
+    assert [e.outcome for e in grant_events(ctx.db, issued.grant_id, "revoke")] == [
         "revoked",
         "already_revoked",
     ]
@@ -300,7 +279,7 @@ def test_pretix_unavailable_throughout_leaves_the_voucher_as_it_was(
     assert row.state is VoucherState.CREATED
     assert row.lease_expires_at is None
     assert row.last_error is not None and "unavailable" in row.last_error
-    assert revoke_events(ctx.db, issued.grant_id)[-1].outcome == "retry_later"
+    assert grant_events(ctx.db, issued.grant_id, "revoke")[-1].outcome == "retry_later"
 
     refused_deletes = [r for r in pretix_server.requests if r.method == "DELETE"]
     assert refused_deletes and {r.status for r in refused_deletes} == {503}
@@ -390,12 +369,10 @@ def test_a_grant_confirmed_again_after_a_revoke_gets_a_new_voucher_with_a_new_co
     )
     assert row.email_state is EmailState.SENT
     first, second = smtp_server.messages
-    body = second.message.get_body(("plain",))
-    assert body is not None
-    assert again.voucher_code in body.get_content()
+    assert again.voucher_code in plain_text(second)
     assert second.message["Message-ID"] != first.message["Message-ID"]
-    assert second.message["Message-ID"] == (
-        f"<voucher.{conference.code}.{row.id}.{row.email_generation}@pycon.example.org>"
+    assert second.message["Message-ID"] == expected_message_id(
+        conference, row.id, row.email_generation
     )
 
 

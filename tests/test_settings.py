@@ -468,3 +468,12 @@ def parse_problems(data: dict[str, object]) -> list[str]:
     with pytest.raises(ConfigError) as raised:
         parse_conferences(data)
     return raised.value.problems
+
+
+def test_the_work_lease_must_outlast_the_slowest_pretix_call(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    problems = problems_for(clean_env, PRETIX_TIMEOUT_SECONDS="60", WORK_LEASE_SECONDS="180")
+
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("WORK_LEASE_SECONDS: must be at least 420 s")

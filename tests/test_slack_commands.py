@@ -16,16 +16,16 @@ from sqlalchemy import select
 from bot.bootstrap import Bot
 from bot.conferences import ConferenceConfig
 from bot.services.context import ServiceContext
-from bot.services.intake import ingest_voucher
-from bot.services.notifications import VoucherPayload
+from bot.services.provisioning import provision_grant_voucher
 from bot.slack.blocks import RETRY_ACTION
-from bot.storage import AuditEvent, Grant, SlackOutbox
+from bot.storage import AuditEvent, Database, SlackOutbox
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_fixtures import GUEST_USER, SIGNING_SECRET, STAFF_USER
 from tests.fakes.slack_requests import block_action_body, signed_headers, slash_command_body
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.helpers import grant_external_id, post_slack_outbox, record_voucher
 
 
 def post(http: httpx.Client, body: str, **header_options: Any) -> httpx.Response:
@@ -56,11 +56,10 @@ def ack_text(response: httpx.Response) -> str:
     return str(response.json()["text"]) if response.content else ""
 
 
-def grant_ident(ctx: ServiceContext, grant_id: int) -> str:
-    with ctx.db.transaction() as session:
-        grant = session.get(Grant, grant_id)
-        assert grant is not None
-        return grant.external_id
+def outbox_rows(db: Database, grant_id: int) -> list[SlackOutbox]:
+    """The Slack messages queued for a grant."""
+    with db.transaction() as session:
+        return list(session.scalars(select(SlackOutbox).where(SlackOutbox.grant_id == grant_id)))
 
 
 @pytest.fixture
@@ -108,7 +107,7 @@ def test_non_staff_get_a_polite_refusal_an_audit_entry_and_no_side_effect(
     staff_grant: int,
     pretix_server: FakePretix,
 ) -> None:
-    target = grant_ident(bot_ctx, staff_grant)
+    target = grant_external_id(bot_ctx.db, staff_grant)
     response, _ = command(http, slack_api, f"issue {target}", user=GUEST_USER)
 
     assert "staff" in ack_text(response).lower()
@@ -131,7 +130,7 @@ def test_issue_by_grant_id_acks_at_once_then_answers_and_threads(
     smtp_server: FakeSmtpServer,
     conference: ConferenceConfig,
 ) -> None:
-    target = grant_ident(bot_ctx, staff_grant)
+    target = grant_external_id(bot_ctx.db, staff_grant)
     response, name = command(http, slack_api, f"issue {target}")
 
     assert "Issuing" in ack_text(response) or "issu" in ack_text(response).lower()
@@ -141,9 +140,7 @@ def test_issue_by_grant_id_acks_at_once_then_answers_and_threads(
     assert result["response_type"] == "ephemeral"
     assert len(smtp_server.messages) == 1
 
-    assert running_bot.slack is not None
-    while running_bot.slack.poster.run_once():
-        pass
+    post_slack_outbox(running_bot)
     posts = slack_api.calls("chat.postMessage")
     parent, *replies = posts
     assert parent.args["channel"] == conference.slack_channel
@@ -224,16 +221,13 @@ def test_not_confirmed_and_speaker_vouchers_are_explained(
     pretix_server: FakePretix,
 ) -> None:
     pending = make_grant(status="pending", previous_status=None)
-    _, name = command(http, slack_api, f"issue {grant_ident(bot_ctx, pending)}")
+    _, name = command(http, slack_api, f"issue {grant_external_id(bot_ctx.db, pending)}")
     assert "not confirmed" in answer(running_bot, slack_api, name)["text"]
 
     email = f"{unique('speaker')}@example.org"
-    payload = VoucherPayload.model_validate(
-        {"conference": conference.code, "email": email, "type": "speaker", "code": "SPEAKER0042"}
-    )
-    ingest_voucher(bot_ctx, payload=payload, actor=TEST_ACTOR)
+    record_voucher(bot_ctx, conference.code, email, type="speaker", code="SPEAKER0042")
     speaker = make_grant(email=email)
-    _, name = command(http, slack_api, f"issue {grant_ident(bot_ctx, speaker)}")
+    _, name = command(http, slack_api, f"issue {grant_external_id(bot_ctx.db, speaker)}")
     text = answer(running_bot, slack_api, name)["text"]
     assert "speaker voucher" in text and "SPEAKER0042" in text
     assert pretix_server.writes() == []
@@ -248,7 +242,7 @@ def test_pretix_unreachable_answer_says_it_will_retry(
     pretix_server: FakePretix,
 ) -> None:
     pretix_server.fail_next(503, times=10, method="POST")
-    _, name = command(http, slack_api, f"issue {grant_ident(bot_ctx, staff_grant)}")
+    _, name = command(http, slack_api, f"issue {grant_external_id(bot_ctx.db, staff_grant)}")
     assert "retry" in answer(running_bot, slack_api, name, timeout=20)["text"].lower()
 
 
@@ -261,7 +255,7 @@ def test_status_resend_and_revoke(
     smtp_server: FakeSmtpServer,
     pretix_server: FakePretix,
 ) -> None:
-    target = grant_ident(bot_ctx, staff_grant)
+    target = grant_external_id(bot_ctx.db, staff_grant)
     _, name = command(http, slack_api, f"issue {target}")
     answer(running_bot, slack_api, name)
     [voucher] = pretix_server.all_vouchers()
@@ -294,7 +288,7 @@ def test_slack_retry_of_the_same_command_is_not_repeated(
 ) -> None:
     name = unique("resp")
     body = slash_command_body(
-        text=f"status {grant_ident(bot_ctx, staff_grant)}",
+        text=f"status {grant_external_id(bot_ctx.db, staff_grant)}",
         user_id=STAFF_USER,
         response_url=slack_api.response_url(name),
     )
@@ -317,7 +311,7 @@ def test_thirty_concurrent_issue_commands_make_one_voucher(
     pretix_server: FakePretix,
     smtp_server: FakeSmtpServer,
 ) -> None:
-    target = grant_ident(bot_ctx, staff_grant)
+    target = grant_external_id(bot_ctx.db, staff_grant)
     pretix_server.latency = 0.05
 
     with ThreadPoolExecutor(max_workers=30) as pool:
@@ -341,7 +335,7 @@ def test_retry_button_is_checked_on_the_server_and_retries_once(
     pretix_server: FakePretix,
 ) -> None:
     pretix_server.fail_next(401, body={"detail": "Invalid token."}, method="POST")
-    _, name = command(http, slack_api, f"issue {grant_ident(bot_ctx, staff_grant)}")
+    _, name = command(http, slack_api, f"issue {grant_external_id(bot_ctx.db, staff_grant)}")
     assert "PRETIX_TOKEN" in answer(running_bot, slack_api, name)["text"]
 
     guest_click = block_action_body(
@@ -377,8 +371,6 @@ def test_slack_rate_limit_while_posting_status_is_retried(
     staff_grant: int,
     slack_api: FakeSlack,
 ) -> None:
-    from bot.services.provisioning import provision_grant_voucher
-
     provision_grant_voucher(bot_ctx, grant_id=staff_grant, actor=TEST_ACTOR)
     slack_api.rate_limit_next("chat.postMessage", retry_after=0)
     assert running_bot.slack is not None
@@ -386,8 +378,7 @@ def test_slack_rate_limit_while_posting_status_is_retried(
     running_bot.slack.poster.run_once()
 
     assert slack_api.count("chat.postMessage") >= 2  # the 429, then the same post again
-    with bot_ctx.db.transaction() as session:
-        rows = session.scalars(select(SlackOutbox).where(SlackOutbox.grant_id == staff_grant)).all()
+    rows = outbox_rows(bot_ctx.db, staff_grant)
     assert rows and {row.state.value for row in rows} == {"sent"}
 
 
@@ -398,8 +389,6 @@ def test_slack_outage_never_blocks_provisioning_and_is_retried_later(
     slack_api: FakeSlack,
     pretix_server: FakePretix,
 ) -> None:
-    from bot.services.provisioning import provision_grant_voucher
-
     slack_api.fail_next("chat.postMessage", "channel_not_found", times=5)
     outcome = provision_grant_voucher(bot_ctx, grant_id=staff_grant, actor=TEST_ACTOR)
     assert outcome.has_voucher and len(pretix_server.all_vouchers()) == 1
@@ -407,8 +396,7 @@ def test_slack_outage_never_blocks_provisioning_and_is_retried_later(
 
     running_bot.slack.poster.run_once()
 
-    with bot_ctx.db.transaction() as session:
-        rows = session.scalars(select(SlackOutbox).where(SlackOutbox.grant_id == staff_grant)).all()
+    rows = outbox_rows(bot_ctx.db, staff_grant)
     assert rows and all(row.state.value == "pending" for row in rows)
     assert all(row.attempts == 1 and row.next_attempt_at is not None for row in rows)
     assert all("channel_not_found" in (row.last_error or "") for row in rows)
@@ -431,7 +419,9 @@ def test_a_flooded_bot_says_it_is_busy_instead_of_queueing_forever(
         bot.worker.submit("slow job", release.wait)
     try:
         with serve_app(create_web_app(bot, run_background=False)) as client:
-            response, _ = command(client, slack_api, f"issue {grant_ident(bot_ctx, staff_grant)}")
+            response, _ = command(
+                client, slack_api, f"issue {grant_external_id(bot_ctx.db, staff_grant)}"
+            )
         assert "busy" in ack_text(response)
     finally:
         release.set()

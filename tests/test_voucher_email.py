@@ -13,17 +13,22 @@ from sqlalchemy import select, update
 
 from bot.conferences import ConferenceConfig, Conferences
 from bot.services.context import ServiceContext
-from bot.services.intake import ingest_voucher
-from bot.services.notifications import VoucherPayload
 from bot.services.outcomes import EmailOutcome, EmailResult, ProvisionResult
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.reconciler import reconcile_once
 from bot.services.resend import resend_voucher_email
 from bot.services.voucher_email import deliver_voucher_email
-from bot.storage import AuditEvent, ConferenceVoucher, Database, EmailState, Grant
+from bot.storage import ConferenceVoucher, EmailState
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer, ReceivedMessage
+from tests.helpers import (
+    expected_message_id,
+    grant_events,
+    plain_text,
+    record_voucher,
+    voucher_row,
+)
 
 NOW = dt.datetime(2026, 5, 2, 12, 0, tzinfo=dt.UTC)
 
@@ -41,32 +46,10 @@ class Clock:
         self.now += dt.timedelta(**delta)
 
 
-def voucher_row(db: Database, grant_id: int) -> ConferenceVoucher:
-    with db.transaction() as session:
-        grant = session.get(Grant, grant_id)
-        assert grant is not None
-        return session.scalars(
-            select(ConferenceVoucher).where(
-                ConferenceVoucher.conference_id == grant.conference_id,
-                ConferenceVoucher.email_key == grant.email_key,
-            )
-        ).one()
-
-
-def plain(mail: ReceivedMessage) -> str:
-    body = mail.message.get_body(("plain",))
-    assert body is not None
-    return str(body.get_content())
-
-
 def html(mail: ReceivedMessage) -> str:
     body = mail.message.get_body(("html",))
     assert body is not None
     return str(body.get_content())
-
-
-def expected_message_id(conference: ConferenceConfig, voucher_id: int, generation: int) -> str:
-    return f"<voucher.{conference.code}.{voucher_id}.{generation}@pycon.example.org>"
 
 
 @pytest.mark.parametrize(
@@ -104,7 +87,7 @@ def test_the_email_carries_code_redemption_link_and_validity_in_the_conference_z
     assert str(mail.message["Subject"]) == "Your free ticket voucher for PyCon Italia 2026"
     assert mail.message["X-Voucher-Bot-Grant"] == f"{conference.code}/4711"
     assert mail.message["Message-ID"] == outcome.email.message_id
-    text = plain(mail)
+    text = plain_text(mail)
     assert "Hi Jane Doe" in text
     assert code in text and link in text
     assert f"valid until {shown}" in text
@@ -150,7 +133,7 @@ def test_a_temporary_smtp_refusal_schedules_a_retry_that_the_reconciler_sends_on
     assert later.idle
     [mail] = smtp_server.messages
     assert mail.message["Message-ID"] == expected_message_id(conference, row.id, 0)
-    assert (outcome.voucher_code or "") in plain(mail)
+    assert (outcome.voucher_code or "") in plain_text(mail)
     row = voucher_row(ctx.db, grant_id)
     assert (row.email_state, row.emails_sent, row.email_attempts) == (EmailState.SENT, 1, 0)
     assert row.email_sent_at == NOW + dt.timedelta(seconds=31)
@@ -252,7 +235,7 @@ def test_a_crash_after_the_smtp_server_accepted_resends_with_the_same_message_id
     assert first is accepted
     assert second.message["Message-ID"] == accepted.message["Message-ID"]
     assert second.message["Message-ID"] == expected_message_id(conference, row.id, 0)
-    assert plain(second) == plain(accepted)
+    assert plain_text(second) == plain_text(accepted)
     row = voucher_row(ctx.db, grant_id)
     assert (row.email_state, row.emails_sent, row.email_generation) == (EmailState.SENT, 1, 0)
     assert reconcile_once(ctx).idle
@@ -280,13 +263,10 @@ def test_resend_sends_a_second_email_with_a_new_message_id_and_the_same_code(
     assert second.message["Message-ID"] == expected_message_id(conference, row.id, 1)
     assert resent.email.message_id == second.message["Message-ID"]
     assert "(sent again)" in str(second.message["Subject"])
-    assert "sending your voucher again" in plain(second)
-    assert (issued.voucher_code or "") in plain(second)
+    assert "sending your voucher again" in plain_text(second)
+    assert (issued.voucher_code or "") in plain_text(second)
     assert (row.emails_sent, row.email_generation, row.email_state) == (2, 1, EmailState.SENT)
-    with ctx.db.transaction() as session:
-        [event] = session.scalars(
-            select(AuditEvent).where(AuditEvent.grant_id == grant_id, AuditEvent.action == "resend")
-        ).all()
+    [event] = grant_events(ctx.db, grant_id, "resend")
     assert event.outcome == "sent"
     assert event.detail is not None and event.detail["code"] == issued.voucher_code
 
@@ -357,7 +337,7 @@ def test_with_email_off_the_voucher_is_issued_and_a_later_reconcile_sends_the_em
 
     assert sent.result is EmailResult.SENT
     [mail] = smtp_server.messages
-    assert (outcome.voucher_code or "") in plain(mail)
+    assert (outcome.voucher_code or "") in plain_text(mail)
     assert len(pretix_server.all_vouchers()) == 1
     assert voucher_row(offline.db, grant_id).email_state is EmailState.SENT
 
@@ -392,13 +372,7 @@ def test_no_email_is_due_for_a_speaker_voucher_without_a_grant_or_an_unknown_vou
     ctx: ServiceContext, conference: ConferenceConfig, smtp_server: FakeSmtpServer
 ) -> None:
     email = f"{unique('speaker')}@example.org"
-    ingest_voucher(
-        ctx,
-        payload=VoucherPayload.model_validate(
-            {"conference": conference.code, "email": email, "type": "speaker", "code": "SPKMAIL01"}
-        ),
-        actor=TEST_ACTOR,
-    )
+    record_voucher(ctx, conference.code, email, type="speaker", code="SPKMAIL01")
     with ctx.db.transaction() as session:
         voucher_id = session.scalars(
             select(ConferenceVoucher.id).where(ConferenceVoucher.email_key == email)

@@ -18,6 +18,7 @@ from tests.conftest import WEBHOOK_SECRET, serve_app, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.helpers import post_slack_outbox
 
 
 def event(conference: str, **grant: Any) -> dict[str, Any]:
@@ -81,9 +82,7 @@ def test_confirmation_is_accepted_provisioned_and_threaded(
     running_bot.worker.join(timeout=20)
     assert len(pretix_server.all_vouchers()) == 1
     assert len(smtp_server.messages) == 1
-    assert running_bot.slack is not None
-    while running_bot.slack.poster.run_once():
-        pass
+    post_slack_outbox(running_bot)
     parent, *replies = slack_api.calls("chat.postMessage")
     assert "Jane Doe" in parent.args["text"] and "confirmed their grant" in parent.args["text"]
     assert replies and all(r.args["thread_ts"] == parent.response["ts"] for r in replies)
@@ -206,9 +205,7 @@ def test_held_confirmation_is_not_issued_and_says_why_in_the_thread(
 
     assert response.status_code == 202
     assert pretix_server.requests == []
-    assert running_bot.slack is not None
-    while running_bot.slack.poster.run_once():
-        pass
+    post_slack_outbox(running_bot)
     texts = " ".join(call.args["text"] for call in slack_api.calls("chat.postMessage"))
     assert "waiting_list" in texts or "waiting list" in texts
 

@@ -21,28 +21,24 @@ A request passes these layers, outermost first, as in a real deployment:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import re
 import secrets
-import socket
-import socketserver
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode
+
+from tests.fakes.http_server import LocalHandler, LocalServer
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +223,6 @@ class FakePretix:
         self._faults: list[_Fault] = []
         self._next_id = 1
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self.add_event(
             organizer,
             event,
@@ -241,24 +236,15 @@ class FakePretix:
         """Listen on a free port of 127.0.0.1 and serve from a daemon thread."""
         self._stopping.clear()
         self._server = _Server(self)
-        # A short poll interval: shutdown() waits up to one interval, once per test.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.02,), name="fake-pretix", daemon=True
-        )
-        self._thread.start()
+        self._server.serve_in_background("fake-pretix")
         return self
 
     def stop(self) -> None:
         """Stop serving, close open connections and wake hanging requests."""
         self._stopping.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.close_connections()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> FakePretix:
         return self.start()
@@ -276,7 +262,7 @@ class FakePretix:
         """The base URL (PRETIX_URL), e.g. http://127.0.0.1:54321."""
         if self._server is None:
             raise RuntimeError("FakePretix is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     # --- set-up and inspection --------------------------------------------------------------
 
@@ -1093,10 +1079,8 @@ def _sort_key(name: str) -> Callable[[dict[str, Any]], tuple[bool, Any]]:
 # --- HTTP plumbing ------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP/1.1 with keep-alive; every method goes to FakePretix._serve."""
-
-    protocol_version = "HTTP/1.1"
+class _Handler(LocalHandler):
+    """Every method goes to FakePretix._serve."""
 
     def _dispatch(self) -> None:
         cast(_Server, self.server).fake._serve(self)
@@ -1104,62 +1088,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch  # noqa: N815 - http.server names
 
     def read_call(self) -> _Call:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        parts = urlsplit(self.path)
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        return _Call(self.command, parts.path, parts.query, headers, body)
+        return _Call(*self.read_parts())
 
     def write_answer(self, answer: _Answer) -> None:
-        phrase = HTTPStatus(answer.status).phrase
-        lines = [f"HTTP/1.1 {answer.status} {phrase}", f"Date: {formatdate(usegmt=True)}"]
-        lines += [f"{name}: {value}" for name, value in answer.headers]
-        if answer.status != 204:
-            lines.append(f"Content-Length: {len(answer.body)}")
-        if self.close_connection:
-            lines.append("Connection: close")
-        # One write: headers and body in one segment avoid Nagle/delayed-ACK stalls.
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + answer.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the per-request stderr log; `FakePretix.requests` records everything."""
+        # A 204 goes out without Content-Length.
+        self.write_response(
+            answer.status, answer.headers, answer.body, content_length=answer.status != 204
+        )
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LocalServer):
     request_queue_size = 128  # the benchmark opens ~20 connections at once
 
     def __init__(self, fake: FakePretix) -> None:
         self.fake = fake
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN, which can take seconds; skip it.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake handler threads blocked on idle keep-alive connections so they finish."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout) before the answer was written is normal here.
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
+        super().__init__(_Handler)
