@@ -1,4 +1,4 @@
-"""Background jobs (APScheduler 3): the reconciler and the staff list refresh."""
+"""Background jobs (APScheduler 3): the reconciler, the staff list refresh, housekeeping."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.bootstrap import Bot
+from bot.services.housekeeping import purge_old_records
 from bot.services.reconciler import reconcile_once
 
 log = structlog.get_logger(__name__)
@@ -27,6 +28,16 @@ def build_scheduler(bot: Bot) -> BackgroundScheduler:
         # The first pass soon after start picks up whatever a crash left behind.
         next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2),
     )
+    scheduler.add_job(
+        _housekeeping,
+        "cron",
+        args=[bot],
+        hour=3,
+        minute=30,
+        id="housekeeping",
+        max_instances=1,
+        coalesce=True,
+    )
     if bot.slack is not None:
         staff = bot.slack.edge.staff
         scheduler.add_job(
@@ -39,6 +50,15 @@ def build_scheduler(bot: Bot) -> BackgroundScheduler:
             next_run_time=dt.datetime.now(dt.UTC),
         )
     return scheduler
+
+
+def _housekeeping(bot: Bot) -> None:
+    try:
+        purged = purge_old_records(bot.db, now=bot.services.clock())
+    except Exception:
+        log.exception("housekeeping failed")
+        return
+    log.info("housekeeping", **purged.__dict__)
 
 
 def _reconcile(bot: Bot) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,10 @@ import structlog
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse, Respond
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.authorize import Authorize
+from slack_bolt.logger.messages import (
+    warning_client_prioritized_and_token_skipped,
+    warning_token_skipped,
+)
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -68,8 +73,24 @@ def build_staff(settings: Settings, client: WebClient) -> StaffDirectory:
     )
 
 
+class _TokenNotices(logging.Filter):
+    """Drop Bolt's two start-up notices about SLACK_BOT_TOKEN being unused.
+
+    Bolt reads SLACK_BOT_TOKEN from the environment by itself; the bot passes that token in
+    its own client and authorizer on purpose, so the notices would only alarm operators.
+    """
+
+    EXPECTED = frozenset({warning_client_prioritized_and_token_skipped(), warning_token_skipped()})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.EXPECTED
+
+
 def build_slack_app(settings: Settings, edge: SlackEdge) -> App:
     """The Bolt app with every listener registered (HTTP mode; Socket Mode uses it too)."""
+    framework_logger = logging.getLogger("slack_bolt.App")
+    if not any(isinstance(f, _TokenNotices) for f in framework_logger.filters):
+        framework_logger.addFilter(_TokenNotices())
     signing_secret = (
         settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     )
@@ -82,7 +103,7 @@ def build_slack_app(settings: Settings, edge: SlackEdge) -> App:
         process_before_response=True,
         # Slack may be unreachable at start; `python -m bot check` verifies the token.
         token_verification_enabled=False,
-        logger=None,
+        logger=framework_logger,
     )
     app.use(ignore_redeliveries(edge.services.db, edge.worker))
     app.error(error_reporter(edge.worker))
