@@ -43,6 +43,7 @@ from bot.slack.blocks import (
     thread_parent,
     thread_reply,
     truncate,
+    unknown_subcommand_message,
     working_message,
 )
 from bot.storage import EmailState, GrantStatus, VoucherState, VoucherType
@@ -801,3 +802,11 @@ def test_repeated_pretix_retries_are_said_once_in_the_thread() -> None:
 
     assert thread_reply(first) is not None
     assert thread_reply(third) is None
+
+
+def test_an_unknown_subcommand_is_named_above_the_help() -> None:
+    message = unknown_subcommand_message("frobnicate")
+
+    assert message.text.startswith("Unknown subcommand 'frobnicate'.")
+    assert "frobnicate" in str(message.blocks[0])
+    assert message.blocks[1:] == help_message().blocks

@@ -26,6 +26,7 @@ from bot.slack.blocks import (
     resend_result_message,
     revoke_result_message,
     status_message,
+    unknown_subcommand_message,
     working_message,
 )
 from bot.slack.edge import SlackEdge
@@ -56,15 +57,7 @@ def answer_voucher_command(
     parsed = parse_command(str(command.get("text", "")))
     user = str(command["user_id"])
     if parsed.action is Action.HELP:
-        message = help_message()
-        if parsed.unknown:
-            message = Message(
-                f"Unknown subcommand {parsed.unknown!r}. {message.text}",
-                [
-                    *problem_message(f"unknown subcommand {parsed.unknown!r}").blocks,
-                    *message.blocks,
-                ],
-            )
+        message = unknown_subcommand_message(parsed.unknown) if parsed.unknown else help_message()
         ack(**message.as_kwargs())
         return
     actor = Actor(Source.SLASH_COMMAND, user)

@@ -31,6 +31,7 @@ from bot.slack.blocks.answers import (
     provision_result_message,
     resend_result_message,
     revoke_result_message,
+    unknown_subcommand_message,
     working_message,
 )
 from bot.slack.blocks.status import status_message
@@ -64,5 +65,6 @@ __all__ = [
     "thread_parent",
     "thread_reply",
     "truncate",
+    "unknown_subcommand_message",
     "working_message",
 ]

@@ -94,6 +94,13 @@ def help_message(command: str = COMMAND) -> Message:
     return _message(fallback, [_section(title), _section(_lines(entries)), _context(notes)])
 
 
+def unknown_subcommand_message(word: str, command: str = COMMAND) -> Message:
+    """The help, headed by a note that `word` is not a subcommand."""
+    problem = problem_message(f"unknown subcommand {word!r}")
+    help_ = help_message(command)
+    return Message(f"Unknown subcommand {word!r}. {help_.text}", [*problem.blocks, *help_.blocks])
+
+
 def not_staff_message() -> Message:
     """A polite refusal for someone outside the grants staff."""
     return _simple(
