@@ -52,7 +52,9 @@ def signature_problem(
         return "X-Grants-Timestamp is not unix seconds"
     if abs(now - sent) > TOLERANCE_SECONDS:
         return "stale timestamp (more than 300 seconds away from now)"
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature):
+    # Bytes, not str: compare_digest refuses non-ASCII text, which a forger could send.
+    expected = sign(secret, timestamp, body).encode()
+    if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
         return "signature does not match"
     return None
 

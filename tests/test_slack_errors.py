@@ -77,3 +77,21 @@ def test_socket_mode_that_cannot_connect_does_not_stop_the_bot(
         slack_api.wait_for("apps.connections.open", count=1, timeout=10)
         assert client.get("/healthz").status_code == 200
     # Leaving the block shut the server down cleanly while Socket Mode was still retrying.
+
+
+def test_socket_mode_only_has_no_unsigned_http_endpoint(
+    make_running_bot: Any, slack_api: FakeSlack
+) -> None:
+    from bot.server import create_web_app
+    from tests.conftest import serve_app
+    from tests.fakes.slack_requests import slash_command_body
+
+    bot = make_running_bot(slack_app_token="xapp-1-test", slack_signing_secret=None)
+    body = slash_command_body(
+        text="status 1234", user_id=STAFF_USER, response_url=slack_api.response_url("x")
+    )
+    with serve_app(create_web_app(bot, run_background=False)) as client:
+        response = client.post("/slack/events", content=body)
+    assert response.status_code == 404
+    bot.worker.join(timeout=5)
+    assert slack_api.responses("x") == []

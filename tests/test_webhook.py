@@ -218,3 +218,16 @@ def test_the_webhook_is_off_without_a_secret(
         response = deliver(client, event(conference.code))
     assert response.status_code == 503
     assert "GRANTS_WEBHOOK_SECRET" in response.json()["error"]
+
+
+def test_a_non_ascii_signature_is_refused_not_a_crash(
+    http: httpx.Client, conference: ConferenceConfig
+) -> None:
+    raw = json.dumps(event(conference.code)).encode()
+    headers = {
+        "Content-Type": b"application/json",
+        "X-Grants-Timestamp": str(int(time.time())).encode(),
+        "X-Grants-Signature": "v1=\u00e9\u00e9".encode("latin-1"),  # a forger's bytes
+    }
+    response = http.post("/hooks/grants", content=raw, headers=headers)
+    assert response.status_code == 401
