@@ -67,11 +67,10 @@ def create_web_app(bot: Bot, *, run_background: bool = True) -> Starlette:
             methods=["POST"],
         ),
     ]
-    if bot.slack is not None:
-        if settings.slack_signing_secret is not None:
-            # Without a signing secret (Socket Mode only) nothing could verify HTTP requests:
-            # the route is not there at all rather than open to anyone.
-            routes.append(Route("/slack/events", slack_endpoint(bot.slack.app), methods=["POST"]))
+    if bot.slack is not None and settings.slack_signing_secret is not None:
+        # Without a signing secret (Socket Mode only) nothing could verify HTTP requests:
+        # the route is not there at all rather than open to anyone.
+        routes.append(Route("/slack/events", slack_endpoint(bot.slack.app), methods=["POST"]))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

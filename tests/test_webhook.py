@@ -225,9 +225,9 @@ def test_a_non_ascii_signature_is_refused_not_a_crash(
 ) -> None:
     raw = json.dumps(event(conference.code)).encode()
     headers = {
-        "Content-Type": b"application/json",
-        "X-Grants-Timestamp": str(int(time.time())).encode(),
-        "X-Grants-Signature": "v1=\u00e9\u00e9".encode("latin-1"),  # a forger's bytes
+        b"Content-Type": b"application/json",
+        b"X-Grants-Timestamp": str(int(time.time())).encode(),
+        b"X-Grants-Signature": "v1=\u00e9\u00e9".encode("latin-1"),  # a forger's bytes
     }
     response = http.post("/hooks/grants", content=raw, headers=headers)
     assert response.status_code == 401
