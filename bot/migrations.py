@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from alembic import command
 
@@ -24,10 +24,15 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+# Any constant works; it names "the bot's migrations" among Postgres advisory locks.
+MIGRATION_LOCK = 0x766F7563686572  # "voucher"
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database behind `engine` up to `revision`."""
     config = alembic_config()
     with engine.begin() as connection:
+        _lock_migrations(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
@@ -36,8 +41,16 @@ def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database behind `engine` down to `revision` ("base" empties it)."""
     config = alembic_config()
     with engine.begin() as connection:
+        _lock_migrations(connection)
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
+
+
+def _lock_migrations(connection: Connection) -> None:
+    # Replicas starting together must not run the same migration twice: the second one
+    # waits here, then finds the schema current. (SQLite's BEGIN IMMEDIATE already serialises.)
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -94,3 +94,18 @@ def test_drift_is_detected(empty_engine: Engine) -> None:
     with empty_engine.begin() as connection:
         connection.execute(text("CREATE TABLE stray (id INTEGER PRIMARY KEY)"))
     assert any("stray" in str(change) for change in drift(empty_engine))
+
+
+def test_replicas_starting_together_migrate_once(empty_engine: Engine) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = empty_engine.url.render_as_string(hide_password=False)
+    engines = [create_db_engine(url) for _ in range(3)]
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            list(pool.map(migrations.upgrade, engines))  # raises if two ran the same step
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert migrations.current_revision(empty_engine) == migrations.head_revision()
+    assert drift(empty_engine) == []
