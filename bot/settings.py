@@ -18,7 +18,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SQLITE_DEFAULT_URL = "sqlite:///voucher-bot.sqlite3"
-PRETIX_MAX_RETRY_AFTER = 30.0  # the longest Retry-After the Pretix client honours
+# The longest Retry-After the Pretix client waits (Pretix itself asks for 5 s when busy).
+PRETIX_MAX_RETRY_AFTER = 10.0
 
 
 class ConfigError(Exception):
@@ -83,16 +84,17 @@ class Settings(BaseSettings):
     @field_validator("work_lease_seconds")
     @classmethod
     def _lease_outlasts_pretix(cls, value: int, info: ValidationInfo) -> int:
-        # A worker's lease must outlast its slowest Pretix call (every attempt timing out,
-        # with the longest Retry-After between them), or a second worker could step in.
+        # A worker's lease should outlast its two slowest Pretix calls (an upgrade reads, then
+        # writes; every attempt timing out, the longest Retry-After between them). A worker
+        # that outlives its lease records nothing, so this is about wasted work, not safety.
         timeout = info.data.get("pretix_timeout_seconds")
         attempts = info.data.get("pretix_max_attempts")
         if timeout is not None and attempts is not None:
-            slowest = attempts * timeout + (attempts - 1) * PRETIX_MAX_RETRY_AFTER
+            slowest = 2 * (attempts * timeout + (attempts - 1) * PRETIX_MAX_RETRY_AFTER)
             if value < slowest:
                 raise ValueError(
-                    f"must be at least {slowest:.0f} s with these Pretix settings "
-                    "(PRETIX_MAX_ATTEMPTS x PRETIX_TIMEOUT_SECONDS, plus the waits between)"
+                    f"must be at least {slowest:.0f} s with these Pretix settings (two calls of "
+                    "PRETIX_MAX_ATTEMPTS x PRETIX_TIMEOUT_SECONDS, plus the waits between)"
                 )
         return value
 

@@ -259,6 +259,9 @@ class ConferenceVoucher(Timestamped, Base):
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[dt.datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Bumped whenever a failed row is tried again (or revoked): part of every Pretix
+    # idempotency key, so a request fixed after a 4xx is a new request to Pretix.
+    request_generation: Mapped[int] = mapped_column(default=0, server_default="0")
     email_state: Mapped[EmailState] = mapped_column(StrEnumColumn(EmailState, 16))
     email_sent_at: Mapped[dt.datetime | None]
     email_lease_expires_at: Mapped[dt.datetime | None]

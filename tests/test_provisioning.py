@@ -262,6 +262,11 @@ def test_co_speaker_voucher_is_upgraded_in_pretix_to_grant_terms(
     assert patch.json["value"] == "0.00"
     assert patch.json["tag"] == "grant"
     assert patch.json["comment"].startswith("Co-speaker of talk 42\nUpgraded to a grant voucher")
+    # The full grant terms: one use, the conference's quota only, its validity.
+    assert patch.json["max_usages"] == 1
+    assert patch.json["quota"] == conference.pretix_quota
+    assert patch.json["item"] is None
+    assert dt.datetime.fromisoformat(patch.json["valid_until"]) == conference.voucher_valid_until
     after = pretix_server.voucher(seeded["id"])
     assert after is not None
     assert (after["price_mode"], after["value"], after["tag"]) == ("set", "0.00", "grant")
@@ -557,3 +562,104 @@ def test_an_email_change_after_issuing_does_not_make_a_second_voucher(
     assert outcome.voucher_code == first.voucher_code
     assert "email changed" in outcome.message
     assert len(pretix_server.all_vouchers()) == 1
+
+
+def test_an_upgraded_co_speaker_voucher_unlocks_only_the_grant_product(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    conference: ConferenceConfig,
+) -> None:
+    # Made elsewhere: 25% off anything, three uses, no expiry.
+    seeded = pretix_server.seed_voucher(
+        code="COSPKSCOPE1", price_mode="percent", value="25.00", max_usages=3
+    )
+    email = f"{unique('cospeaker')}@example.org"
+    record_voucher(
+        ctx, conference.code, email, type="co_speaker", code="COSPKSCOPE1",
+        pretix_voucher_id=seeded["id"],
+    )  # fmt: skip
+
+    outcome = provision_grant_voucher(ctx, grant_id=make_grant(email=email), actor=TEST_ACTOR)
+
+    assert outcome.result is ProvisionResult.UPGRADED
+    after = pretix_server.voucher(seeded["id"])
+    assert after is not None
+    assert (after["quota"], after["item"], after["max_usages"]) == (
+        conference.pretix_quota,
+        None,
+        1,
+    )
+    assert (after["price_mode"], after["value"]) == ("set", "0.00")
+    assert after["valid_until"] is not None
+
+
+def test_a_worker_that_outlived_its_lease_records_nothing_and_sends_no_second_email(
+    make_ctx: Callable[..., ServiceContext],
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    conference: ConferenceConfig,
+) -> None:
+    import threading
+
+    start = dt.datetime(2026, 5, 2, 12, 0, tzinfo=dt.UTC)
+    slow = make_ctx(clock=lambda: start)
+    seeded = pretix_server.seed_voucher(
+        code="COSPKLEASE1", price_mode="percent", value="25.00", tag="co_speaker"
+    )
+    email = f"{unique('cospeaker')}@example.org"
+    record_voucher(
+        slow, conference.code, email, type="co_speaker", code="COSPKLEASE1",
+        pretix_voucher_id=seeded["id"], email_sent_at="2026-03-01T10:00:00Z",
+    )  # fmt: skip
+    grant_id = make_grant(email=email)
+    # Worker A's PATCH sits in a queue in front of Pretix for a while ...
+    pretix_server.hang_next(1.5, method="PATCH")
+    outcomes: list[object] = []
+    worker_a = threading.Thread(
+        target=lambda: outcomes.append(
+            provision_grant_voucher(slow, grant_id=grant_id, actor=TEST_ACTOR)
+        )
+    )
+    worker_a.start()
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+    while pretix_server.count("PATCH") < 1:
+        assert dt.datetime.now(dt.UTC) < deadline
+    # ... so long that its lease runs out and worker B does the upgrade and sends the email.
+    later = start + slow.lease + dt.timedelta(seconds=1)
+    taken_over = provision_grant_voucher(
+        make_ctx(clock=lambda: later), grant_id=grant_id, actor=TEST_ACTOR
+    )
+    worker_a.join(timeout=20)
+
+    assert taken_over.result is ProvisionResult.UPGRADED
+    [late] = outcomes
+    assert late.result is ProvisionResult.IN_PROGRESS  # type: ignore[attr-defined]
+    assert len(smtp_server.messages) == 1
+    row = voucher_row(slow.db, grant_id)
+    assert (row.voucher_type, row.original_type) == (VoucherType.GRANT, VoucherType.CO_SPEAKER)
+    assert row.email_generation == 1
+
+
+def test_after_fixing_a_refused_token_retry_is_a_new_request_not_a_replay(
+    make_ctx: Callable[..., ServiceContext],
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    make_pretix_client: Callable[..., PretixClient],
+) -> None:
+    pretix_server.read_only_tokens.add("team-token")
+    ctx = make_ctx(pretix=make_pretix_client(token="team-token"))
+    grant_id = make_grant()
+
+    refused = provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+    assert refused.result is ProvisionResult.FAILED
+    # The organiser gives the token's team write permission, then presses Retry.
+    pretix_server.read_only_tokens.discard("team-token")
+    pretix_server.tokens.add("team-token")
+    retried = provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR, release_hold=True)
+
+    assert retried.result is ProvisionResult.CREATED
+    assert len(pretix_server.all_vouchers()) == 1
+    keys = [r.idempotency_key for r in pretix_server.requests if r.method == "POST"]
+    assert len(keys) == 2 and keys[0] != keys[1]

@@ -9,7 +9,8 @@ with the same code, so Pretix never sees a duplicate and never keeps an orphan.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal, TypeVar
@@ -63,17 +64,34 @@ GRANT_TAG = "grant"
 UPGRADE_MARK = "Upgraded to a grant voucher"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Work:
     """A reserved row whose Pretix side must now be created or upgraded."""
 
     action: Literal["create", "upgrade"]
     voucher_id: int
     code: str
+    generation: int
     pretix_voucher_id: int | None
     grant: GrantRef
     conference: ConferenceConfig
     steps: tuple[Step, ...]
+
+    @property
+    def state(self) -> VoucherState:
+        """The row state this work reserved, and expects to find when it records."""
+        return VoucherState.UPGRADING if self.action == "upgrade" else VoucherState.CREATING
+
+    @property
+    def event(self) -> EventRef:
+        """The Pretix event of the conference."""
+        return EventRef(self.conference.pretix_organizer, self.conference.pretix_event)
+
+    def idempotency_key(self, operation: str, payload: Mapping[str, object]) -> str:
+        """Unique per distinct request: event, row, generation and payload all count."""
+        event = self.event
+        subject = f"{event.organizer}/{event.event}:{self.voucher_id}:{self.generation}"
+        return make_idempotency_key(operation, subject, payload)
 
 
 @dataclass(frozen=True)
@@ -203,7 +221,16 @@ def _reserve(
             )
             if voucher_id is not None:
                 step = Step("reserve", ok=True, detail=f"reserved code {code}")
-                return _Work("create", voucher_id, code, None, ref, config, (step,))
+                return _Work(
+                    action="create",
+                    voucher_id=voucher_id,
+                    code=code,
+                    generation=0,
+                    pretix_voucher_id=None,
+                    grant=ref,
+                    conference=config,
+                    steps=(step,),
+                )
         voucher = voucher_of(
             session, conference_id=conference.id, email_key=grant.email_key, lock=True
         )
@@ -313,6 +340,7 @@ def _decide(
         steps.append(Step("reserve", ok=True, detail=f"new code {voucher.code} after a revoke"))
     elif state is VoucherState.FAILED:
         voucher.attempts = 0
+        voucher.request_generation += 1  # a new request for Pretix, not a replay of the 4xx
         voucher.state = (
             VoucherState.UPGRADING if kind is VoucherType.CO_SPEAKER else VoucherState.CREATING
         )
@@ -327,7 +355,14 @@ def _decide(
         "upgrade" if voucher.state is VoucherState.UPGRADING else "create"
     )
     return _Work(
-        action, voucher.id, voucher.code, voucher.pretix_voucher_id, ref, config, tuple(steps)
+        action=action,
+        voucher_id=voucher.id,
+        code=voucher.code,
+        generation=voucher.request_generation,
+        pretix_voucher_id=voucher.pretix_voucher_id,
+        grant=ref,
+        conference=config,
+        steps=tuple(steps),
     )
 
 
@@ -344,6 +379,7 @@ def _restart_as_new_grant_voucher(ctx: ServiceContext, voucher: ConferenceVouche
     voucher.email_sent_at = None
     voucher.email_attempts = 0
     voucher.email_generation += 1
+    voucher.request_generation += 1
 
 
 def _run(ctx: ServiceContext, work: _Work) -> ProvisionOutcome:
@@ -378,10 +414,8 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> Provision
         ),
         block_quota=config.block_quota,
     )
-    event = EventRef(config.pretix_organizer, config.pretix_event)
-    key = make_idempotency_key(
-        "create-voucher", f"{config.code}:{work.voucher_id}", request.payload()
-    )
+    event = work.event
+    key = work.idempotency_key("create-voucher", request.payload())
     created: Voucher | _PretixFailure = _call(
         lambda: pretix.create_voucher(event, request, idempotency_key=key)
     )
@@ -400,7 +434,8 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> Provision
         return _failed(ctx, work, created)
     verb = "created" if result is ProvisionResult.CREATED else "adopted existing"
     step = Step("pretix", ok=True, detail=f"{verb} voucher #{created.id} ({created.code})")
-    _record_created(ctx, work, created, upgraded=False)
+    if not _record_created(ctx, work, created, upgraded=False):
+        return _superseded(work)
     return _outcome(
         work.grant,
         result,
@@ -415,7 +450,7 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> Provision
 
 def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> ProvisionOutcome:
     config = work.conference
-    event = EventRef(config.pretix_organizer, config.pretix_event)
+    event = work.event
     current: Voucher | _PretixFailure | None
     if work.pretix_voucher_id is not None:
         current = _call(lambda: pretix.get_voucher(event, work.pretix_voucher_id or 0))
@@ -444,10 +479,20 @@ def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> Provisio
     if UPGRADE_MARK not in comment:
         note = f"{UPGRADE_MARK} for grant {work.grant.external_id} by voucher-bot"
         comment = f"{comment}\n{note}".strip()
-    changes = VoucherUpdate(price_mode="set", value=Decimal("0.00"), tag=GRANT_TAG, comment=comment)
-    key = make_idempotency_key(
-        "upgrade-voucher", f"{config.code}:{work.voucher_id}", changes.payload()
+    # Grant terms in full, as a created grant voucher has them: free, one use, and only the
+    # conference's quota or item (a co-speaker voucher may unlock every product).
+    changes = VoucherUpdate(
+        price_mode="set",
+        value=Decimal("0.00"),
+        max_usages=1,
+        quota=config.pretix_quota,
+        item=config.pretix_item,
+        valid_until=config.voucher_valid_until,
+        block_quota=config.block_quota,
+        tag=GRANT_TAG,
+        comment=comment,
     )
+    key = work.idempotency_key("upgrade-voucher", changes.payload())
     pretix_id = current.id
     updated = _call(lambda: pretix.update_voucher(event, pretix_id, changes, idempotency_key=key))
     if isinstance(updated, _PretixFailure):
@@ -457,7 +502,8 @@ def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> Provisio
         ok=True,
         detail=f"voucher #{updated.id} changed to price {updated.price_mode} {updated.value}",
     )
-    _record_created(ctx, work, updated, upgraded=True)
+    if not _record_created(ctx, work, updated, upgraded=True):
+        return _superseded(work)
     return _outcome(
         work.grant,
         ProvisionResult.UPGRADED,
@@ -496,14 +542,48 @@ def _call(request: Callable[[], T]) -> T | _PretixFailure:
         return _PretixFailure(False, f"Pretix error: {exc}")
 
 
-def _record_created(ctx: ServiceContext, work: _Work, voucher: Voucher, *, upgraded: bool) -> None:
+@contextmanager
+def _settling(ctx: ServiceContext, work: _Work) -> Iterator[ConferenceVoucher | None]:
+    """The reserved row, locked, if it is still this work's to record; else None.
+
+    A worker whose lease ran out (a very slow Pretix) may find that another worker took the
+    row over and finished it: it must then record nothing, or it would undo that work (and,
+    for an upgrade, clear the email already sent).
+    """
     with ctx.db.transaction() as session:
         row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
         assert row is not None  # voucher rows are never deleted
+        ours = (
+            row.state is work.state
+            and row.code == work.code
+            and row.request_generation == work.generation
+        )
+        if not ours:
+            log.warning("voucher row settled by another worker", voucher=work.voucher_id)
+        yield row if ours else None
+        if ours:
+            row.lease_expires_at = None
+
+
+def _superseded(work: _Work) -> ProvisionOutcome:
+    return _outcome(
+        work.grant,
+        ProvisionResult.IN_PROGRESS,
+        f"Another worker took over {work.grant.full_name}'s voucher {work.code} while this "
+        "one waited for Pretix; its result stands.",
+        code=work.code,
+        steps=(*work.steps, Step("record", ok=True, detail="left to the worker that took over")),
+    )
+
+
+def _record_created(ctx: ServiceContext, work: _Work, voucher: Voucher, *, upgraded: bool) -> bool:
+    """Record what Pretix made; False when another worker owns the row now."""
+    with _settling(ctx, work) as row:
+        if row is None:
+            return False
         row.pretix_voucher_id = voucher.id
         row.code = voucher.code
         row.state = VoucherState.CREATED
-        row.lease_expires_at = None
         row.attempts = 0
         row.next_attempt_at = None
         row.last_error = None
@@ -517,24 +597,22 @@ def _record_created(ctx: ServiceContext, work: _Work, voucher: Voucher, *, upgra
         due = row.grant_id is not None and row.email_sent_at is None
         if due and row.email_state is EmailState.NOT_DUE:
             row.email_state = EmailState.PENDING
+        return True
 
 
 def _failed(ctx: ServiceContext, work: _Work, failure: _PretixFailure) -> ProvisionOutcome:
     if not failure.transient:
         return _give_up(ctx, work, failure.reason.removeprefix(_CODE_TAKEN).strip())
-    now = ctx.clock()
-    with ctx.db.transaction() as session:
-        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
-        assert row is not None
+    with _settling(ctx, work) as row:
+        if row is None:
+            return _superseded(work)
         row.attempts += 1
         row.last_error = failure.reason
-        row.lease_expires_at = None
-        if row.attempts >= ctx.max_attempts:
+        attempts = row.attempts
+        if attempts >= ctx.max_attempts:
             row.state = VoucherState.FAILED
-            attempts = row.attempts
         else:
-            row.next_attempt_at = now + ctx.backoff(row.attempts)
-            retry_at, attempts = row.next_attempt_at, row.attempts
+            retry_at = row.next_attempt_at = ctx.clock() + ctx.backoff(attempts)
     if attempts >= ctx.max_attempts:
         return _failure_outcome(
             work,
@@ -553,24 +631,27 @@ def _failed(ctx: ServiceContext, work: _Work, failure: _PretixFailure) -> Provis
 
 def _give_up(ctx: ServiceContext, work: _Work, reason: str) -> ProvisionOutcome:
     """A permanent failure: the row waits for a person to fix the cause and retry."""
-    with ctx.db.transaction() as session:
-        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
-        assert row is not None
-        row.state = VoucherState.FAILED
-        row.lease_expires_at = None
-        row.last_error = reason
-    return _failure_outcome(work, reason, ProvisionResult.FAILED)
+    return _settle_as(ctx, work, VoucherState.FAILED, reason, ProvisionResult.FAILED)
 
 
 def _review(ctx: ServiceContext, work: _Work, reason: str) -> ProvisionOutcome:
     """Leave the voucher as it is and ask a person to decide."""
-    with ctx.db.transaction() as session:
-        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
-        assert row is not None
-        row.state = VoucherState.NEEDS_REVIEW
-        row.lease_expires_at = None
+    return _settle_as(ctx, work, VoucherState.NEEDS_REVIEW, reason, ProvisionResult.NEEDS_REVIEW)
+
+
+def _settle_as(
+    ctx: ServiceContext,
+    work: _Work,
+    state: VoucherState,
+    reason: str,
+    result: ProvisionResult,
+) -> ProvisionOutcome:
+    with _settling(ctx, work) as row:
+        if row is None:
+            return _superseded(work)
+        row.state = state
         row.last_error = reason
-    return _failure_outcome(work, reason, ProvisionResult.NEEDS_REVIEW)
+    return _failure_outcome(work, reason, result)
 
 
 def _failure_outcome(
