@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bot.pretix import (
@@ -26,10 +28,11 @@ from bot.storage import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Revoking:
     voucher_id: int
     code: str
+    generation: int
     pretix_voucher_id: int | None
     event: EventRef
     grant: GrantRef
@@ -97,13 +100,15 @@ def _claim(ctx: ServiceContext, *, grant_id: int) -> _Revoking | RevokeOutcome:
             previous = VoucherState.CREATED if voucher.pretix_voucher_id else VoucherState.CREATING
         voucher.state = VoucherState.REVOKING
         voucher.lease_expires_at = now + ctx.lease
+        voucher.request_generation += 1  # each revoke is a new request for Pretix
         return _Revoking(
-            voucher.id,
-            voucher.code,
-            voucher.pretix_voucher_id,
-            EventRef(config.pretix_organizer, config.pretix_event),
-            ref,
-            previous,
+            voucher_id=voucher.id,
+            code=voucher.code,
+            generation=voucher.request_generation,
+            pretix_voucher_id=voucher.pretix_voucher_id,
+            event=EventRef(config.pretix_organizer, config.pretix_event),
+            grant=ref,
+            previous_state=previous,
         )
 
 
@@ -165,7 +170,9 @@ def _delete(ctx: ServiceContext, work: _Revoking) -> RevokeOutcome:
             work.event,
             voucher_id,
             idempotency_key=make_idempotency_key(
-                "delete-voucher", f"{work.grant.conference}:{work.voucher_id}", {"id": voucher_id}
+                "delete-voucher",
+                f"{work.event.organizer}/{work.event.event}:{work.voucher_id}:{work.generation}",
+                {"id": voucher_id},
             ),
         )
         steps.append(Step("pretix", ok=True, detail=f"deleted voucher #{voucher_id}"))
@@ -193,16 +200,36 @@ def _delete(ctx: ServiceContext, work: _Revoking) -> RevokeOutcome:
     )
 
 
+@contextmanager
+def _settling(ctx: ServiceContext, work: _Revoking) -> Iterator[ConferenceVoucher | None]:
+    """The row, locked, if this revoke still owns it (its lease may have run out meanwhile)."""
+    with ctx.db.transaction() as session:
+        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
+        assert row is not None  # voucher rows are never deleted
+        ours = row.state is VoucherState.REVOKING and row.request_generation == work.generation
+        yield row if ours else None
+        if ours:
+            row.lease_expires_at = None
+
+
 def _finish(
     ctx: ServiceContext, work: _Revoking, result: RevokeResult, message: str, steps: list[Step]
 ) -> RevokeOutcome:
-    with ctx.db.transaction() as session:
-        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
-        assert row is not None
+    with _settling(ctx, work) as row:
+        if row is None:
+            return _taken_over(work)
         row.state = VoucherState.REVOKED
-        row.lease_expires_at = None
         row.last_error = None
     return RevokeOutcome(result, message, work.grant, work.code, tuple(steps))
+
+
+def _taken_over(work: _Revoking) -> RevokeOutcome:
+    return RevokeOutcome(
+        RevokeResult.IN_PROGRESS,
+        f"Another revoke of {work.code} took over while this one waited for Pretix.",
+        work.grant,
+        work.code,
+    )
 
 
 def _keep(ctx: ServiceContext, work: _Revoking, message: str) -> RevokeOutcome:
@@ -212,9 +239,7 @@ def _keep(ctx: ServiceContext, work: _Revoking, message: str) -> RevokeOutcome:
 
 
 def _release(ctx: ServiceContext, work: _Revoking, error: str) -> None:
-    with ctx.db.transaction() as session:
-        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
-        assert row is not None
-        row.state = work.previous_state
-        row.lease_expires_at = None
-        row.last_error = error
+    with _settling(ctx, work) as row:
+        if row is not None:
+            row.state = work.previous_state
+            row.last_error = error
