@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Exists, and_, or_, select
 from sqlalchemy.orm import Session
 
-from bot.storage import Conference, ConferenceVoucher, Grant
+from bot.storage import (
+    Conference,
+    ConferenceVoucher,
+    Grant,
+    GrantStatus,
+    VoucherState,
+    VoucherType,
+)
 
 
 def grant_with_conference(session: Session, grant_id: int) -> tuple[Grant, Conference] | None:
@@ -29,3 +36,55 @@ def voucher_of(
         ConferenceVoucher.email_key == email_key,
     )
     return session.scalars(query.with_for_update() if lock else query).one_or_none()
+
+
+def live_voucher_of_person() -> Exists:
+    """SQL: the grant's person has a voucher at the grant's conference that was not revoked."""
+    return (
+        select(ConferenceVoucher.id)
+        .where(
+            ConferenceVoucher.conference_id == Grant.conference_id,
+            ConferenceVoucher.email_key == Grant.email_key,
+            ConferenceVoucher.state != VoucherState.REVOKED,
+        )
+        .exists()
+    )
+
+
+def provisioning_due() -> ColumnElement[bool]:
+    """SQL: a confirmed, unheld grant for which provisioning would still do something.
+
+    No live voucher yet; or a co-speaker voucher to upgrade; or a voucher made elsewhere
+    (a speaker's) not yet tied to the grant, whose email is then due. A grant whose email
+    changed after its voucher was issued waits for a person (provisioning says so).
+    """
+    person = (ConferenceVoucher.conference_id == Grant.conference_id) & (
+        ConferenceVoucher.email_key == Grant.email_key
+    )
+    unfinished_elsewhere = (
+        select(ConferenceVoucher.id)
+        .where(
+            person,
+            ConferenceVoucher.state == VoucherState.CREATED,
+            (ConferenceVoucher.voucher_type == VoucherType.CO_SPEAKER)
+            | ConferenceVoucher.grant_id.is_(None),
+        )
+        .exists()
+    )
+    moved = (
+        select(ConferenceVoucher.id)
+        .where(
+            ConferenceVoucher.conference_id == Grant.conference_id,
+            ConferenceVoucher.grant_id == Grant.id,
+            ConferenceVoucher.email_key != Grant.email_key,
+            ConferenceVoucher.state != VoucherState.REVOKED,
+        )
+        .exists()
+    )
+    return and_(
+        Grant.status == GrantStatus.CONFIRMED,
+        Grant.hold_reason.is_(None),
+        Grant.email_key.is_not(None),
+        ~moved,
+        or_(~live_voucher_of_person(), unfinished_elsewhere),
+    )

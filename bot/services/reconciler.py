@@ -17,6 +17,7 @@ from bot.services.actors import RECONCILER
 from bot.services.batch import provision_many
 from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailOutcome, ProvisionOutcome
+from bot.services.queries import provisioning_due
 from bot.services.voucher_email import deliver_voucher_email
 from bot.storage import (
     Conference,
@@ -49,7 +50,7 @@ def reconcile_once(ctx: ServiceContext, *, limit: int = 100, workers: int = 4) -
     """One pass: resume stale Pretix work, provision forgotten grants, send due emails."""
     report = ReconcileReport()
     if ctx.pretix is not None:
-        grant_ids = _claim_unfinished_vouchers(ctx, limit) + _confirmed_without_voucher(ctx, limit)
+        grant_ids = _claim_unfinished_vouchers(ctx, limit) + _confirmed_and_due(ctx, limit)
         if grant_ids:
             report.provisioned = provision_many(
                 ctx, grant_ids=list(dict.fromkeys(grant_ids)), actor=RECONCILER, workers=workers
@@ -78,6 +79,9 @@ def _claim_unfinished_vouchers(ctx: ServiceContext, limit: int) -> list[int]:
                 Conference.code.in_(list(ctx.conferences)),
                 CV.state.in_([VoucherState.CREATING, VoucherState.UPGRADING]),
                 Grant.status == GrantStatus.CONFIRMED,
+                # Held grants and changed addresses wait for a person, not for the next pass.
+                Grant.hold_reason.is_(None),
+                CV.email_key == Grant.email_key,
                 or_(CV.lease_expires_at.is_(None), CV.lease_expires_at < now),
                 or_(CV.next_attempt_at.is_(None), CV.next_attempt_at <= now),
             )
@@ -96,8 +100,8 @@ def _claim_unfinished_vouchers(ctx: ServiceContext, limit: int) -> list[int]:
         return [row.grant_id for row in rows if row.grant_id is not None]
 
 
-def _confirmed_without_voucher(ctx: ServiceContext, limit: int) -> list[int]:
-    """Confirmed grants that never got as far as a voucher row (e.g. a crash after intake)."""
+def _confirmed_and_due(ctx: ServiceContext, limit: int) -> list[int]:
+    """Confirmed grants whose provisioning never ran or never finished (e.g. a crash)."""
     issuing = [code for code, conf in ctx.conferences.items() if conf.issue_vouchers]
     if not issuing:
         return []
@@ -106,20 +110,7 @@ def _confirmed_without_voucher(ctx: ServiceContext, limit: int) -> list[int]:
             session.scalars(
                 select(Grant.id)
                 .join(Conference, Grant.conference_id == Conference.id)
-                .where(
-                    Conference.code.in_(issuing),
-                    Grant.status == GrantStatus.CONFIRMED,
-                    Grant.hold_reason.is_(None),
-                    Grant.email_key.is_not(None),
-                    # A revoked voucher does not count: a grant confirmed again gets a new one.
-                    ~select(CV.id)
-                    .where(
-                        CV.conference_id == Grant.conference_id,
-                        CV.email_key == Grant.email_key,
-                        CV.state != VoucherState.REVOKED,
-                    )
-                    .exists(),
-                )
+                .where(Conference.code.in_(issuing), provisioning_due())
                 .order_by(Grant.id)
                 .limit(limit)
             )

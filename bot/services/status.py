@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import func, select
 
 from bot.services.outcomes import GrantRef
 from bot.services.provisioning import grant_ref
-from bot.services.queries import grant_with_conference, voucher_of
+from bot.services.queries import grant_with_conference, live_voucher_of_person, voucher_of
 from bot.storage import (
     AuditEvent,
     Conference,
@@ -165,25 +165,10 @@ def conference_summaries(db: Database) -> list[ConferenceSummary]:
                 .where(
                     Grant.conference_id == conference.id,
                     Grant.status == GrantStatus.CONFIRMED,
-                    ~select(ConferenceVoucher.id)
-                    .where(
-                        ConferenceVoucher.conference_id == Grant.conference_id,
-                        ConferenceVoucher.email_key == Grant.email_key,
-                        ConferenceVoucher.state != VoucherState.REVOKED,
-                    )
-                    .exists(),
+                    ~live_voucher_of_person(),
                 )
             )
             summaries.append(
-                ConferenceSummary(
-                    summary.code,
-                    summary.name,
-                    summary.grants_by_status,
-                    summary.vouchers_by_state,
-                    summary.vouchers_by_type,
-                    summary.emails_by_state,
-                    held=held or 0,
-                    confirmed_without_voucher=missing or 0,
-                )
+                replace(summary, held=held or 0, confirmed_without_voucher=missing or 0)
             )
         return summaries
