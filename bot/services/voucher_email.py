@@ -70,22 +70,6 @@ def deliver_voucher_email(
     )
 
 
-def retry_failed_email(ctx: ServiceContext, *, voucher_id: int) -> EmailOutcome:
-    """Try a voucher email that gave up once more; a second click finds nothing to retry."""
-    with ctx.db.transaction() as session:
-        session.execute(
-            update(CV)
-            .where(
-                CV.id == voucher_id,
-                CV.email_state == EmailState.FAILED,
-                CV.email_sent_at.is_(None),
-            )
-            .values(email_state=EmailState.PENDING, email_attempts=0, email_next_attempt_at=None)
-            .execution_options(synchronize_session=False)
-        )
-    return deliver_voucher_email(ctx, voucher_id=voucher_id)
-
-
 def email_step(email: EmailOutcome) -> Step:
     """The email outcome as one step of a provisioning report."""
     ok = email.result not in (EmailResult.FAILED, EmailResult.RETRY_SCHEDULED)
