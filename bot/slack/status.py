@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from bot.conferences import Conferences
 from bot.services.context import Outcome, retry_backoff
@@ -142,10 +142,18 @@ class StatusPoster:
                 self._wakeup.clear()
 
     def run_once(self, *, limit: int = 20) -> int:
-        """Deliver the rows that are due; the number of rows handled."""
+        """Deliver up to `limit` rows that are due; the number of rows handled."""
+        handled = 0
+        while handled < limit and (job := self._claim_next()) is not None:
+            self._deliver(job)
+            handled += 1
+        return handled
+
+    def _claim_next(self) -> _Job | None:
+        """The oldest due row, leased just before it is delivered (not a batch up front)."""
         now = self._clock()
         with self._db.transaction() as session:
-            rows = session.scalars(
+            row = session.scalars(
                 select(SlackOutbox)
                 .join(Grant, SlackOutbox.grant_id == Grant.id)
                 .join(Conference, Grant.conference_id == Conference.id)
@@ -159,26 +167,21 @@ class StatusPoster:
                     ),
                 )
                 .order_by(SlackOutbox.id)
-                .limit(limit)
+                .limit(1)
                 .with_for_update(skip_locked=True, of=SlackOutbox)
-            ).all()
-            jobs = []
-            for row in rows:
-                row.lease_expires_at = now + self._lease
-                jobs.append(
-                    _Job(
-                        row.id, row.grant_id, row.channel, row.reply, row.parent, row.update_parent
-                    )
-                )
-        for job in jobs:
-            self._deliver(job)
-        return len(jobs)
+            ).first()
+            if row is None:
+                return None
+            row.lease_expires_at = now + self._lease
+            return _Job(row.id, row.grant_id, row.channel, row.reply, row.parent, row.update_parent)
 
     def _deliver(self, job: _Job) -> None:
         try:
             ts, fresh = self._parent_ts(job)
             if job.reply is not None:
                 self._client.chat_postMessage(channel=job.channel, thread_ts=ts, **job.reply)
+                # The reply is out: a retry (say the parent update fails) must not repeat it.
+                self._update_row(job, reply=None)
             if job.update_parent and not fresh:
                 self._client.chat_update(channel=job.channel, ts=ts, **job.parent)
         except _ParentBusyError:
@@ -192,12 +195,16 @@ class StatusPoster:
         except (SlackClientError, OSError) as exc:
             self._failed(job, f"Slack unreachable: {exc}")
             return
+        self._update_row(job, state=OutboxState.SENT, lease_expires_at=None, last_error=None)
+
+    def _update_row(self, job: _Job, **values: Any) -> None:
         with self._db.transaction() as session:
-            row = session.get(SlackOutbox, job.id, with_for_update=True)
-            assert row is not None
-            row.state = OutboxState.SENT
-            row.lease_expires_at = None
-            row.last_error = None
+            session.execute(
+                update(SlackOutbox)
+                .where(SlackOutbox.id == job.id)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
 
     def _parent_ts(self, job: _Job) -> tuple[str, bool]:
         """The thread's parent ts, posting the parent first if there is none yet."""
