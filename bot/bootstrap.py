@@ -44,11 +44,13 @@ class Bot:
     mailer: SmtpMailer | None
     services: ServiceContext
     worker: Worker
+    background: Worker
     slack: SlackRuntime | None
 
     def close(self) -> None:
         """Finish background jobs, then release connections (HTTP pool, database pool)."""
         self.worker.shutdown(wait=True)
+        self.background.shutdown(wait=True)
         if self.pretix is not None:
             self.pretix.close()
         self.db.dispose()
@@ -95,7 +97,10 @@ def build_bot(
         max_attempts=settings.max_provisioning_attempts,
         max_email_attempts=settings.max_provisioning_attempts,
     )
+    # Two pools: answers to people (commands, buttons) never queue behind a burst of
+    # webhook provisioning, which the reconciler would finish anyway.
     worker = Worker(max_workers=4)
+    background = Worker(max_workers=4)
     slack = None
     if settings.slack_enabled:
         edge = build_edge(settings, services, worker)
@@ -103,7 +108,7 @@ def build_bot(
         # Every outcome, from any edge (CLI included), goes to the grantee's thread.
         services.listener = StatusOutbox(db=db, conferences=conferences, wake=poster.wake)
         slack = SlackRuntime(edge, build_slack_app(settings, edge), poster)
-    return Bot(settings, conferences, db, pretix, mailer, services, worker, slack)
+    return Bot(settings, conferences, db, pretix, mailer, services, worker, background, slack)
 
 
 def startup_summary(bot: Bot) -> str:

@@ -1,7 +1,7 @@
 """The HTTP side: Starlette under uvicorn, with the scheduler, worker and poster beside it.
 
-Routes: `POST /slack/events` (Bolt, dispatched on a worker thread so the event loop never
-waits), `POST /hooks/grants` (the conference backend), `GET /healthz`.
+Routes: `POST /slack/events` (Bolt, on the event loop: its listeners only ack and hand work
+to a worker), `POST /hooks/grants` (the conference backend), `GET /healthz`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def create_web_app(bot: Bot, *, run_background: bool = True) -> Starlette:
             "/hooks/grants",
             grants_webhook(
                 services=bot.services,
-                worker=bot.worker,
+                worker=bot.background,
                 secret=(
                     settings.grants_webhook_secret.get_secret_value()
                     if settings.grants_webhook_secret

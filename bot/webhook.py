@@ -31,6 +31,8 @@ from bot.worker import Worker
 log = structlog.get_logger(__name__)
 
 TOLERANCE_SECONDS = 300
+# Past this many queued provisioning jobs the webhook stops adding more (see below).
+BACKLOG_LIMIT = 500
 WEBHOOK_ACTOR = Actor(Source.WEBHOOK, "conference-backend")
 
 
@@ -106,10 +108,16 @@ def grants_webhook(
         intake = receipt.intake
         if isinstance(intake, GrantIntake) and intake.provision and intake.grant is not None:
             grant_id = intake.grant.id
-            worker.submit(
-                f"provision grant {grant_id}",
-                lambda: provision_grant_voucher(services, grant_id=grant_id, actor=WEBHOOK_ACTOR),
-            )
+            if worker.backlog >= BACKLOG_LIMIT:
+                # The grant is stored as confirmed: the reconciler's next pass issues it.
+                log.warning("webhook burst: provisioning left to the reconciler", grant=grant_id)
+            else:
+                worker.submit(
+                    f"provision grant {grant_id}",
+                    lambda: provision_grant_voucher(
+                        services, grant_id=grant_id, actor=WEBHOOK_ACTOR
+                    ),
+                )
         result = intake.action.value if intake else None
         log.info("grant webhook accepted", event_id=event.id, result=result)
         return JSONResponse({"status": "accepted", "result": result}, status_code=202)

@@ -79,7 +79,7 @@ def test_confirmation_is_accepted_provisioned_and_threaded(
 
     assert response.status_code == 202
     assert response.json()["status"] == "accepted"
-    running_bot.worker.join(timeout=20)
+    running_bot.background.join(timeout=20)
     assert len(pretix_server.all_vouchers()) == 1
     assert len(smtp_server.messages) == 1
     post_slack_outbox(running_bot)
@@ -102,7 +102,7 @@ def test_bad_or_stale_signature_is_refused_and_nothing_is_stored(
 
     assert [forged.status_code, stale.status_code, unsigned.status_code] == [401, 401, 401]
     assert "stale" in stale.json()["error"]
-    running_bot.worker.join(timeout=5)
+    running_bot.background.join(timeout=5)
     assert grant_by_ident(running_bot, ident) is None
     assert pretix_server.requests == []
 
@@ -135,9 +135,9 @@ def test_a_redelivered_event_is_a_duplicate_and_changes_nothing(
     body = event(conference.code)
 
     first = deliver(http, body)
-    running_bot.worker.join(timeout=20)
+    running_bot.background.join(timeout=20)
     again = deliver(http, body)
-    running_bot.worker.join(timeout=5)
+    running_bot.background.join(timeout=5)
 
     assert first.status_code == 202
     assert again.status_code == 200 and again.json() == {"status": "duplicate"}
@@ -153,7 +153,7 @@ def test_out_of_order_events_never_move_the_status_backwards(
 
     assert deliver(http, newer).status_code == 202
     late = deliver(http, older)
-    running_bot.worker.join(timeout=5)
+    running_bot.background.join(timeout=5)
 
     assert late.status_code == 202 and late.json()["result"] == "stale"
     grant = grant_by_ident(running_bot, ident)
@@ -201,7 +201,7 @@ def test_held_confirmation_is_not_issued_and_says_why_in_the_thread(
     slack_api: FakeSlack,
 ) -> None:
     response = deliver(http, event(conference.code, previous_status="waiting_list"))
-    running_bot.worker.join(timeout=5)
+    running_bot.background.join(timeout=5)
 
     assert response.status_code == 202
     assert pretix_server.requests == []
@@ -231,3 +231,26 @@ def test_a_non_ascii_signature_is_refused_not_a_crash(
     }
     response = http.post("/hooks/grants", content=raw, headers=headers)
     assert response.status_code == 401
+
+
+def test_a_burst_of_confirmations_is_left_to_the_reconciler_not_queued_forever(
+    http: httpx.Client, running_bot: Bot, conference: ConferenceConfig, pretix_server: FakePretix
+) -> None:
+    import threading
+
+    from bot.services.reconciler import reconcile_once
+    from bot.webhook import BACKLOG_LIMIT
+
+    release = threading.Event()
+    for _ in range(BACKLOG_LIMIT):  # the background pool is stuck behind slow work
+        running_bot.background.submit("slow job", release.wait)
+    try:
+        assert deliver(http, event(conference.code)).status_code == 202
+        assert running_bot.background.backlog == BACKLOG_LIMIT  # nothing more was queued
+    finally:
+        release.set()
+    running_bot.background.join(timeout=10)
+    assert pretix_server.all_vouchers() == []
+
+    [issued] = reconcile_once(running_bot.services).provisioned
+    assert issued.has_voucher and len(pretix_server.all_vouchers()) == 1
