@@ -24,7 +24,7 @@ from bot.worker import Worker
 log = structlog.get_logger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SlackRuntime:
     """The Slack side, when SLACK_BOT_TOKEN is set: listeners' edge, Bolt app, status poster."""
 
@@ -33,7 +33,7 @@ class SlackRuntime:
     poster: StatusPoster
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Bot:
     """Everything a running bot (or one CLI command) needs, built from settings."""
 
@@ -107,8 +107,18 @@ def build_bot(
         poster = StatusPoster(db=db, client=edge.client, conferences=conferences)
         # Every outcome, from any edge (CLI included), goes to the grantee's thread.
         services.listener = StatusOutbox(db=db, conferences=conferences, wake=poster.wake)
-        slack = SlackRuntime(edge, build_slack_app(settings, edge), poster)
-    return Bot(settings, conferences, db, pretix, mailer, services, worker, background, slack)
+        slack = SlackRuntime(edge=edge, app=build_slack_app(settings, edge), poster=poster)
+    return Bot(
+        settings=settings,
+        conferences=conferences,
+        db=db,
+        pretix=pretix,
+        mailer=mailer,
+        services=services,
+        worker=worker,
+        background=background,
+        slack=slack,
+    )
 
 
 def startup_summary(bot: Bot) -> str:

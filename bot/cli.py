@@ -20,7 +20,13 @@ from bot.services.actors import Actor
 from bot.services.checks import check_database, check_pretix, check_slack, check_smtp
 from bot.services.imports import ImportFileError, ImportReport, import_grants, import_vouchers
 from bot.services.lookup import parse_target, resolve_grant
-from bot.services.outcomes import GrantRef, ProvisionOutcome, ProvisionResult
+from bot.services.outcomes import (
+    HAS_VOUCHER,
+    GrantRef,
+    ProvisionOutcome,
+    ProvisionResult,
+    RevokeResult,
+)
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.reconciler import reconcile_once
 from bot.services.resend import resend_voucher_email
@@ -49,14 +55,8 @@ ConferenceOption = Annotated[
 ]
 
 # Outcomes after which a script may carry on; anything else exits with status 1.
-SUCCESS = {
-    ProvisionResult.CREATED,
-    ProvisionResult.ADOPTED,
-    ProvisionResult.UPGRADED,
-    ProvisionResult.ALREADY_GRANT,
-    ProvisionResult.ALREADY_SPEAKER,
-    ProvisionResult.IN_PROGRESS,
-}
+SUCCESS = HAS_VOUCHER | {ProvisionResult.IN_PROGRESS}
+REVOKE_DONE = {RevokeResult.REVOKED, RevokeResult.ALREADY_GONE, RevokeResult.ALREADY_REVOKED}
 
 
 def _settings() -> Settings:
@@ -206,7 +206,7 @@ def revoke(target: Target, conference: ConferenceOption = None) -> None:
         grant = _resolve(bot, target, conference)
         outcome = revoke_grant_voucher(bot.services, grant_id=grant.id, actor=_actor())
     out.print(outcome.message, markup=False)
-    if outcome.result.value not in ("revoked", "already_gone", "already_revoked"):
+    if outcome.result not in REVOKE_DONE:
         raise typer.Exit(1)
 
 

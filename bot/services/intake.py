@@ -18,7 +18,7 @@ from bot.services.audit import add_audit_event
 from bot.services.context import ServiceContext
 from bot.services.notifications import KNOWN_STATUSES, GrantPayload, VoucherPayload
 from bot.services.outcomes import GrantIntake, IntakeAction, VoucherIntake
-from bot.services.provisioning import grant_ref
+from bot.services.queries import grant_ref, voucher_of
 from bot.storage import (
     Conference,
     ConferenceVoucher,
@@ -273,14 +273,10 @@ def apply_voucher(session: Session, *, payload: VoucherPayload, actor: Actor) ->
             detail={"email": payload.email_key, "type": kind.value, "code": payload.code},
         )
         return VoucherIntake(IntakeAction.CREATED, f"{kind.value} voucher {payload.code} recorded")
-    voucher = session.scalars(
-        select(ConferenceVoucher)
-        .where(
-            ConferenceVoucher.conference_id == conference.id,
-            ConferenceVoucher.email_key == payload.email_key,
-        )
-        .with_for_update()
-    ).one()
+    voucher = voucher_of(
+        session, conference_id=conference.id, email_key=payload.email_key, lock=True
+    )
+    assert voucher is not None  # the insert above met this very row
     return _merge_voucher(
         session,
         actor=actor,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 
 from bot.services.outcomes import GrantRef
-from bot.services.provisioning import grant_ref
+from bot.services.queries import grant_ref
 from bot.storage import Conference, Database, Grant
 
 MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")

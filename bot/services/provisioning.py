@@ -43,10 +43,9 @@ from bot.services.outcomes import (
     ProvisionResult,
     Step,
 )
-from bot.services.queries import grant_with_conference, voucher_of
+from bot.services.queries import grant_ref, grant_with_conference, voucher_of
 from bot.services.voucher_email import deliver_voucher_email, email_step
 from bot.storage import (
-    Conference,
     ConferenceVoucher,
     EmailState,
     Grant,
@@ -143,20 +142,6 @@ def provision_grant_voucher(
     )
     ctx.publish(outcome)
     return outcome
-
-
-def grant_ref(grant: Grant, conference: Conference) -> GrantRef:
-    """A detached snapshot of a grant, safe to use after its session has closed."""
-    return GrantRef(
-        id=grant.id,
-        external_id=grant.external_id,
-        conference=conference.code,
-        conference_id=conference.id,
-        conference_name=conference.name,
-        full_name=grant.full_name,
-        email=grant.email,
-        slack_user_id=grant.slack_user_id,
-    )
 
 
 def _reserve(

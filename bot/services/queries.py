@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, Exists, and_, or_, select
 from sqlalchemy.orm import Session
 
+from bot.services.outcomes import GrantRef
 from bot.storage import (
     Conference,
     ConferenceVoucher,
@@ -13,6 +14,20 @@ from bot.storage import (
     VoucherState,
     VoucherType,
 )
+
+
+def grant_ref(grant: Grant, conference: Conference) -> GrantRef:
+    """A detached snapshot of a grant, safe to use after its session has closed."""
+    return GrantRef(
+        id=grant.id,
+        external_id=grant.external_id,
+        conference=conference.code,
+        conference_id=conference.id,
+        conference_name=conference.name,
+        full_name=grant.full_name,
+        email=grant.email,
+        slack_user_id=grant.slack_user_id,
+    )
 
 
 def grant_with_conference(session: Session, grant_id: int) -> tuple[Grant, Conference] | None:

@@ -6,8 +6,7 @@ from bot.services.actors import Actor
 from bot.services.audit import write_audit_event
 from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailResult, ResendOutcome
-from bot.services.provisioning import grant_ref
-from bot.services.queries import grant_with_conference, voucher_of
+from bot.services.queries import grant_ref, grant_with_conference, voucher_of
 from bot.services.voucher_email import deliver_voucher_email
 from bot.storage import VoucherState
 

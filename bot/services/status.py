@@ -9,8 +9,12 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy import func, select
 
 from bot.services.outcomes import GrantRef
-from bot.services.provisioning import grant_ref
-from bot.services.queries import grant_with_conference, live_voucher_of_person, voucher_of
+from bot.services.queries import (
+    grant_ref,
+    grant_with_conference,
+    live_voucher_of_person,
+    voucher_of,
+)
 from bot.storage import (
     AuditEvent,
     Conference,

@@ -116,7 +116,9 @@ def build_slack_app(settings: Settings, edge: SlackEdge) -> App:
 def build_edge(settings: Settings, services: ServiceContext, worker: Worker) -> SlackEdge:
     """Client, staff directory and worker for the listeners."""
     client = build_web_client(settings)
-    return SlackEdge(services, build_staff(settings, client), worker, client)
+    return SlackEdge(
+        services=services, staff=build_staff(settings, client), worker=worker, client=client
+    )
 
 
 def delivery_id(body: dict[str, Any]) -> str | None:

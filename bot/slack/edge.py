@@ -17,7 +17,7 @@ from bot.worker import Worker
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SlackEdge:
     """The collaborators of the Slack handlers, built once in `bot.slack.app`."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from bot.services.lookup import MENTION
 from bot.services.outcomes import GrantRef, ProvisionOutcome, ResendOutcome, RevokeOutcome
 from bot.slack.blocks._layout import (
     TEXT_LIMIT,
@@ -30,7 +31,6 @@ from bot.slack.blocks._text import (
     _sentence,
 )
 
-_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 _MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
 
 _SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
@@ -128,7 +128,7 @@ def working_message(action: str, target: str) -> Message:
 
 def _target(target: str) -> _Rich:
     target = target.strip()
-    if mention := _MENTION.match(target):
+    if mention := MENTION.match(target):
         return _Rich(f"<@{mention.group(1)}>", f"<@{mention.group(1)}>")
     if mailto := _MAILTO.match(target):
         return _data(mailto.group(1), 320)
