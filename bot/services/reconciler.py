@@ -46,7 +46,7 @@ class ReconcileReport:
         return not self.provisioned and not self.emails
 
 
-def reconcile_once(ctx: ServiceContext, *, limit: int = 100, workers: int = 4) -> ReconcileReport:
+def reconcile_once(ctx: ServiceContext, *, limit: int = 25, workers: int = 4) -> ReconcileReport:
     """One pass: resume stale Pretix work, provision forgotten grants, send due emails."""
     report = ReconcileReport()
     if ctx.pretix is not None:
