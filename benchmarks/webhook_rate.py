@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> None:
                     thread.join()
             intake_seconds = time.monotonic() - started
             deadline = time.monotonic() + 300
-            while fakes.stats()["vouchers"] < args.grants and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                stats = fakes.stats()
+                if min(stats["vouchers"], stats["emails"]) >= args.grants:
+                    break
                 time.sleep(0.5)
             provisioned_seconds = time.monotonic() - started
             stats = fakes.stats()

@@ -109,3 +109,15 @@ def test_an_unfinished_row_of_a_held_grant_waits_for_staff(
 
     assert grant_outcomes(later, grant_id) == []
     assert pretix_server.all_vouchers() == []
+
+
+def test_one_pass_drains_a_backlog_larger_than_a_batch(
+    ctx: ServiceContext, make_grant: Callable[..., int], pretix_server: FakePretix
+) -> None:
+    grant_ids = {make_grant() for _ in range(60)}  # confirmations whose provisioning was lost
+
+    report = reconcile_once(ctx, limit=25)
+
+    done = {o.grant.id for o in report.provisioned if o.grant and o.has_voucher}
+    assert grant_ids <= done
+    assert len(pretix_server.all_vouchers()) == 60

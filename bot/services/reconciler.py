@@ -46,18 +46,34 @@ class ReconcileReport:
         return not self.provisioned and not self.emails
 
 
-def reconcile_once(ctx: ServiceContext, *, limit: int = 25, workers: int = 4) -> ReconcileReport:
-    """One pass: resume stale Pretix work, provision forgotten grants, send due emails."""
+def reconcile_once(
+    ctx: ServiceContext, *, limit: int = 25, workers: int = 4, max_batches: int = 40
+) -> ReconcileReport:
+    """One pass: resume stale Pretix work, provision forgotten grants, send due emails.
+
+    Work is claimed `limit` rows at a time (each claim's lease must not run out while the
+    batch is worked on) and batches follow each other until the backlog is drained or
+    `max_batches` were done, so a burst is finished in one pass, not 25 rows every 30 s.
+    """
     report = ReconcileReport()
-    if ctx.pretix is not None:
-        grant_ids = _claim_unfinished_vouchers(ctx, limit) + _confirmed_and_due(ctx, limit)
-        if grant_ids:
-            report.provisioned = provision_many(
-                ctx, grant_ids=list(dict.fromkeys(grant_ids)), actor=RECONCILER, workers=workers
-            )
-    if ctx.mailer is not None:
-        for voucher_id in _claim_due_emails(ctx, limit):
-            report.emails.append(deliver_voucher_email(ctx, voucher_id=voucher_id))
+    for _ in range(max_batches):
+        provisioned: list[ProvisionOutcome] = []
+        if ctx.pretix is not None:
+            grant_ids = _claim_unfinished_vouchers(ctx, limit) + _confirmed_and_due(ctx, limit)
+            if grant_ids:
+                provisioned = provision_many(
+                    ctx, grant_ids=list(dict.fromkeys(grant_ids)), actor=RECONCILER, workers=workers
+                )
+        emails: list[EmailOutcome] = []
+        if ctx.mailer is not None:
+            emails = [
+                deliver_voucher_email(ctx, voucher_id=voucher_id)
+                for voucher_id in _claim_due_emails(ctx, limit)
+            ]
+        report.provisioned += provisioned
+        report.emails += emails
+        if len(provisioned) < limit and len(emails) < limit:
+            break
     if not report.idle:
         log.info(
             "reconciled",
