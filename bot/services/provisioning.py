@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import structlog
 from sqlalchemy import select
@@ -386,18 +386,11 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> Provision
         )
     request = VoucherCreate(
         code=work.code,
-        max_usages=1,
-        price_mode="set",
-        value=Decimal("0.00"),
-        quota=config.pretix_quota,
-        item=config.pretix_item,
-        valid_until=config.voucher_valid_until,
-        tag=GRANT_TAG,
         comment=(
             f"Financial aid grant {work.grant.external_id} for {work.grant.full_name} "
             f"({config.code}), issued by voucher-bot"
         ),
-        block_quota=config.block_quota,
+        **_grant_terms(config),
     )
     event = work.event
     key = work.idempotency_key("create-voucher", request.payload())
@@ -433,6 +426,21 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> Provision
     )
 
 
+def _grant_terms(config: ConferenceConfig) -> dict[str, Any]:
+    """What makes a voucher a grant voucher, for a new one and an upgraded one alike:
+    free, one use, only the conference's quota or item, its validity."""
+    return {
+        "max_usages": 1,
+        "price_mode": "set",
+        "value": Decimal("0.00"),
+        "quota": config.pretix_quota,
+        "item": config.pretix_item,
+        "valid_until": config.voucher_valid_until,
+        "block_quota": config.block_quota,
+        "tag": GRANT_TAG,
+    }
+
+
 def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> ProvisionOutcome:
     config = work.conference
     event = work.event
@@ -464,19 +472,8 @@ def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: _Work) -> Provisio
     if UPGRADE_MARK not in comment:
         note = f"{UPGRADE_MARK} for grant {work.grant.external_id} by voucher-bot"
         comment = f"{comment}\n{note}".strip()
-    # Grant terms in full, as a created grant voucher has them: free, one use, and only the
-    # conference's quota or item (a co-speaker voucher may unlock every product).
-    changes = VoucherUpdate(
-        price_mode="set",
-        value=Decimal("0.00"),
-        max_usages=1,
-        quota=config.pretix_quota,
-        item=config.pretix_item,
-        valid_until=config.voucher_valid_until,
-        block_quota=config.block_quota,
-        tag=GRANT_TAG,
-        comment=comment,
-    )
+    # The full grant terms, not only the price: a co-speaker voucher may unlock every product.
+    changes = VoucherUpdate(comment=comment, **_grant_terms(config))
     key = work.idempotency_key("upgrade-voucher", changes.payload())
     pretix_id = current.id
     updated = _call(lambda: pretix.update_voucher(event, pretix_id, changes, idempotency_key=key))

@@ -18,11 +18,10 @@ from bot.services.batch import provision_many
 from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailOutcome, ProvisionOutcome
 from bot.services.queries import provisioning_due
-from bot.services.voucher_email import deliver_voucher_email
+from bot.services.voucher_email import deliver_voucher_email, email_due
 from bot.storage import (
     Conference,
     ConferenceVoucher,
-    EmailState,
     Grant,
     GrantStatus,
     VoucherState,
@@ -143,12 +142,7 @@ def _claim_due_emails(ctx: ServiceContext, limit: int) -> list[int]:
                 .join(Conference, CV.conference_id == Conference.id)
                 .where(
                     Conference.code.in_(list(ctx.conferences)),
-                    CV.state == VoucherState.CREATED,
-                    CV.email_sent_at.is_(None),
-                    or_(
-                        CV.email_state == EmailState.PENDING,
-                        (CV.email_state == EmailState.SENDING) & (CV.email_lease_expires_at < now),
-                    ),
+                    email_due(now),
                     or_(CV.email_next_attempt_at.is_(None), CV.email_next_attempt_at <= now),
                 )
                 .order_by(CV.id)

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from bot.conferences import ConferenceConfig
 from bot.email_content import VoucherEmailContext, redeem_url, render_voucher_email
@@ -81,9 +81,28 @@ def message_id(ctx: ServiceContext, *, conference: str, voucher_id: int, generat
     return f"<voucher.{conference}.{voucher_id}.{generation}@{ctx.message_id_domain}>"
 
 
+def _lease_over(now: dt.datetime) -> ColumnElement[bool]:
+    return or_(CV.email_lease_expires_at.is_(None), CV.email_lease_expires_at < now)
+
+
+def email_due(now: dt.datetime) -> ColumnElement[bool]:
+    """SQL: the voucher email was never sent and nobody (alive) is sending it: a claim can win.
+
+    The claim below and the reconciler's search for due emails share this one rule.
+    """
+    return and_(
+        CV.state == VoucherState.CREATED,
+        CV.email_sent_at.is_(None),
+        or_(
+            CV.email_state == EmailState.PENDING,
+            and_(CV.email_state == EmailState.SENDING, _lease_over(now)),
+        ),
+    )
+
+
 def _claim(ctx: ServiceContext, *, voucher_id: int, resend: bool) -> _Claimed | EmailOutcome:
     now = ctx.clock()
-    lease_over = or_(CV.email_lease_expires_at.is_(None), CV.email_lease_expires_at < now)
+    lease_over = _lease_over(now)
     if resend:
         due = and_(or_(CV.email_state != EmailState.SENDING, lease_over), CV.grant_id.is_not(None))
         values = {
@@ -92,13 +111,7 @@ def _claim(ctx: ServiceContext, *, voucher_id: int, resend: bool) -> _Claimed | 
             "email_generation": CV.email_generation + 1,
         }
     else:
-        due = and_(
-            CV.email_sent_at.is_(None),
-            or_(
-                CV.email_state == EmailState.PENDING,
-                and_(CV.email_state == EmailState.SENDING, lease_over),
-            ),
-        )
+        due = email_due(now)
         values = {"email_state": EmailState.SENDING, "email_lease_expires_at": now + ctx.lease}
     with ctx.db.transaction() as session:
         won = session.execute(

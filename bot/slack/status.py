@@ -184,8 +184,13 @@ class StatusPoster:
                 self._update_row(job, reply=None)
             if job.update_parent and not fresh:
                 self._client.chat_update(channel=job.channel, ts=ts, **job.parent)
-        except _ParentBusyError:
-            self._later(job, dt.timedelta(seconds=2), error=None)
+        except _ParentBusyError:  # look again shortly, without counting an attempt
+            self._update_row(
+                job,
+                lease_expires_at=None,
+                next_attempt_at=self._clock() + dt.timedelta(seconds=2),
+                last_error=None,
+            )
             return
         except SlackApiError as exc:
             self._failed(
@@ -257,11 +262,3 @@ class StatusPoster:
                 return
             row.next_attempt_at = self._clock() + self._backoff(row.attempts)
         log.warning("status update not posted; will retry", outbox=job.id, error=error)
-
-    def _later(self, job: _Job, delay: dt.timedelta, *, error: str | None) -> None:
-        with self._db.transaction() as session:
-            row = session.get(SlackOutbox, job.id, with_for_update=True)
-            assert row is not None
-            row.lease_expires_at = None
-            row.next_attempt_at = self._clock() + delay
-            row.last_error = error
