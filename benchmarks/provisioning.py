@@ -15,7 +15,7 @@ from benchmarks.fakes_process import FakesProcess
 from bot.logs import configure_logging
 from bot.mailer import SmtpMailer
 from bot.pretix import PretixClient
-from bot.services.batch import provision_many
+from bot.services.provisioning import provision_many
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,6 +82,21 @@ class Mailer(Protocol):
         ...
 
 
+def recipient_problem(name: str, address: str) -> str | None:
+    """Why no email could be addressed to this name and address, or None when one can.
+
+    Checked before a voucher is reserved: a voucher whose email can never be built must not
+    be made at all.
+    """
+    try:
+        message = EmailMessage(policy=_POLICY)
+        message["To"] = Address(display_name=name, addr_spec=address)
+        message.as_bytes()
+    except (ValueError, IndexError, TypeError, MessageError) as exc:
+        return f"no email can be addressed to this grantee ({exc})"
+    return None
+
+
 def message_id_domain(sender: str) -> str:
     """The domain of the sender address, for Message-IDs the bot can derive again later."""
     return _parse_sender(sender).domain.lower()

@@ -127,6 +127,14 @@ class PretixBatchError(PretixValidationError):
         ]
 
 
+class PretixAnswerMismatch(PretixError):  # noqa: N818 - public name other modules use
+    """A 2xx answer that is not about the voucher asked for, or lacks the asked-for terms.
+
+    Pretix replays a stored answer for any request that reuses a key; such an answer must be
+    reported, never recorded.
+    """
+
+
 class PretixConflict(PretixError):  # noqa: N818 - public name other modules use
     """409 (server busy, or the same idempotency key still in flight) after every retry."""
 
@@ -225,6 +233,7 @@ class VoucherCreate(BaseModel):
 
     code: VoucherCode
     max_usages: int = Field(default=1, ge=1)
+    min_usages: int = Field(default=1, ge=1)
     price_mode: PriceMode
     value: Money | None = None
     item: int | None = None
@@ -234,6 +243,8 @@ class VoucherCreate(BaseModel):
     comment: str | None = None
     block_quota: bool = False
     allow_ignore_quota: bool = False
+    all_addons_included: bool = False
+    all_bundles_included: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -356,22 +367,92 @@ class PretixItem(BaseModel):
 # --- idempotency keys -----------------------------------------------------------------------
 
 
-def make_idempotency_key(operation: str, subject: str, payload: Mapping[str, object]) -> str:
-    """A key unique per distinct request: readable operation and subject, then a sha256.
+@dataclass(frozen=True)
+class KeyScope:
+    """What makes a write the bot's own: the row and request it belongs to, and its nonce.
+
+    The nonce is random, drawn when the request is reserved and stored with it, so a second
+    bot database that numbers its rows alike (a staging copy, a restore) never sends the
+    same key for another request on the same token.
+    """
+
+    subject: str
+    nonce: str
+
+
+def make_idempotency_key(*, method: str, path: str, scope: KeyScope, payload: object) -> str:
+    """A key unique per distinct request: readable subject, then a sha256 of everything.
 
     Pretix binds a key to the token only and replays the stored answer for any request that
-    reuses it, so the hash covers the operation, the subject and the payload together.
+    reuses it, so the hash covers the method, the path, the subject, the nonce and the body.
     """
     canonical = json.dumps(
-        {"operation": operation, "subject": subject, "payload": payload},
+        {
+            "method": method,
+            "path": path,
+            "subject": scope.subject,
+            "nonce": scope.nonce,
+            "payload": payload,
+        },
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
         default=str,
     )
     digest = hashlib.sha256(canonical.encode()).hexdigest()
-    readable = re.sub(r"[^A-Za-z0-9._@:-]", "_", f"{operation}:{subject}")
+    readable = re.sub(r"[^A-Za-z0-9._@:-]", "_", f"{method.lower()}:{scope.subject}")
     return f"{readable[: _KEY_MAX - len(digest) - 1]}:{digest}"
+
+
+IdempotencyKey = str | KeyScope | None
+
+# Fields whose value in an answer must equal what a write asked for. Text fields are left out
+# (Pretix may normalise them), and so are fields Pretix computes.
+_CHECKED_FIELDS = (
+    "max_usages", "min_usages", "price_mode", "value", "item", "variation", "quota",
+    "valid_until", "block_quota", "allow_ignore_quota", "all_addons_included",
+    "all_bundles_included", "tag", "subevent", "show_hidden_items", "budget",
+)  # fmt: skip
+
+
+def _check_answer(
+    answer: Voucher,
+    *,
+    asked: Mapping[str, object],
+    voucher_id: int | None = None,
+    code: str | None = None,
+) -> None:
+    """Raise PretixAnswerMismatch unless the answer is the voucher asked for, as asked."""
+    problems = []
+    if voucher_id is not None and answer.id != voucher_id:
+        problems.append(f"voucher #{answer.id} instead of #{voucher_id}")
+    if code is not None and answer.code.upper() != code.strip().upper():
+        problems.append("another voucher code")
+    got = answer.model_dump(mode="json")
+    for name in _CHECKED_FIELDS:
+        if name in asked and not _same(got.get(name), asked[name]):
+            problems.append(f"{name} {got.get(name)!r} instead of {asked[name]!r}")
+    if problems:
+        raise PretixAnswerMismatch(
+            "Pretix answered with a voucher that is not the one asked for ("
+            + "; ".join(problems)
+            + "): probably a replayed answer to another request with the same idempotency key"
+        )
+
+
+def _same(got: object, asked: object) -> bool:
+    if got == asked:
+        return True
+    if isinstance(asked, str) and isinstance(got, str) and asked and got:
+        try:  # money ("0.00" vs "0") and datetimes ("...Z" vs "+00:00") compare by value
+            return Decimal(asked) == Decimal(got)
+        except ArithmeticError:
+            pass
+        try:
+            return datetime.fromisoformat(asked) == datetime.fromisoformat(got)
+        except ValueError:
+            return False
+    return asked == "" and got is None  # "" clears a text field; Pretix may answer null
 
 
 # --- retries --------------------------------------------------------------------------------
@@ -465,20 +546,22 @@ class PretixClient:
     # vouchers
 
     def create_voucher(
-        self, event: EventRef, voucher: VoucherCreate, *, idempotency_key: str | None = None
+        self, event: EventRef, voucher: VoucherCreate, *, idempotency_key: IdempotencyKey = None
     ) -> Voucher:
-        """Create one voucher; Pretix answers with the full object."""
+        """Create one voucher; Pretix answers with the full object (checked against the request)."""
         response = self._request(
             "POST", f"{event.path}vouchers/", body=voucher.payload(), key=idempotency_key
         )
-        return _parse(Voucher, response)
+        created = _parse(Voucher, response)
+        _check_answer(created, asked=voucher.payload(), code=voucher.code)
+        return created
 
     def batch_create_vouchers(
         self,
         event: EventRef,
         vouchers: Sequence[VoucherCreate],
         *,
-        idempotency_key: str | None = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> list[Voucher]:
         """Create all vouchers or none; a refusal raises PretixBatchError with per-row errors."""
         if not vouchers:
@@ -490,11 +573,20 @@ class PretixClient:
             )
         except PretixValidationError as exc:
             raise PretixBatchError(str(exc), status_code=exc.status_code, body=exc.body) from None
-        return [_parse(Voucher, row) for row in _json(response, list)]
+        created = [_parse(Voucher, row) for row in _json(response, list)]
+        if len(created) != len(vouchers):
+            raise PretixAnswerMismatch(
+                f"Pretix answered a batch of {len(vouchers)} with {len(created)} vouchers"
+            )
+        for answer, asked, request in zip(created, body, vouchers, strict=True):
+            _check_answer(answer, asked=asked, code=request.code)
+        return created
 
     def get_voucher(self, event: EventRef, voucher_id: int) -> Voucher:
         """One voucher by its Pretix id."""
-        return _parse(Voucher, self._request("GET", f"{event.path}vouchers/{voucher_id}/"))
+        voucher = _parse(Voucher, self._request("GET", f"{event.path}vouchers/{voucher_id}/"))
+        _check_answer(voucher, asked={}, voucher_id=voucher_id)
+        return voucher
 
     def find_voucher_by_code(self, event: EventRef, code: str) -> Voucher | None:
         """The voucher with this code (Pretix compares codes case-insensitively), or None."""
@@ -509,19 +601,25 @@ class PretixClient:
         voucher_id: int,
         changes: VoucherUpdate,
         *,
-        idempotency_key: str | None = None,
+        idempotency_key: IdempotencyKey = None,
+        code: str | None = None,
     ) -> Voucher:
-        """Change the given fields of a voucher (PATCH); returns the full object."""
+        """Change the given fields of a voucher (PATCH); returns the full object.
+
+        The answer must be the voucher asked for (its id, and `code` when given) with the
+        changes applied; anything else (a replayed answer to another request) raises
+        PretixAnswerMismatch.
+        """
+        payload = changes.payload()
         response = self._request(
-            "PATCH",
-            f"{event.path}vouchers/{voucher_id}/",
-            body=changes.payload(),
-            key=idempotency_key,
+            "PATCH", f"{event.path}vouchers/{voucher_id}/", body=payload, key=idempotency_key
         )
-        return _parse(Voucher, response)
+        updated = _parse(Voucher, response)
+        _check_answer(updated, asked=payload, voucher_id=voucher_id, code=changes.code or code)
+        return updated
 
     def delete_voucher(
-        self, event: EventRef, voucher_id: int, *, idempotency_key: str | None = None
+        self, event: EventRef, voucher_id: int, *, idempotency_key: IdempotencyKey = None
     ) -> None:
         """Delete a voucher; a redeemed one raises PretixVoucherUsed."""
         self._request("DELETE", f"{event.path}vouchers/{voucher_id}/", key=idempotency_key)
@@ -586,13 +684,16 @@ class PretixClient:
         *,
         params: Mapping[str, str] | None = None,
         body: object = None,
-        key: str | None = None,
+        key: IdempotencyKey = None,
     ) -> httpx.Response:
-        headers = {}
+        request = self._http.build_request(method, url, params=params, json=body)
         if method in _WRITES:
             # One key for every attempt of this call, so a retry can never act twice.
-            headers["X-Idempotency-Key"] = key or f"voucher-bot:{uuid.uuid4().hex}"
-        request = self._http.build_request(method, url, params=params, json=body, headers=headers)
+            if isinstance(key, KeyScope):
+                key = make_idempotency_key(
+                    method=method, path=request.url.path, scope=key, payload=body
+                )
+            request.headers["X-Idempotency-Key"] = key or f"voucher-bot:{uuid.uuid4().hex}"
         retrying = Retrying(
             stop=stop_after_attempt(self._max_attempts),
             wait=self._wait,

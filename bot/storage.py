@@ -262,6 +262,13 @@ class ConferenceVoucher(Timestamped, Base):
     # Bumped whenever a failed row is tried again (or revoked): part of every Pretix
     # idempotency key, so a request fixed after a 4xx is a new request to Pretix.
     request_generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    # A random value drawn with each request generation and part of every idempotency key:
+    # two bot databases that share one Pretix token (a staging copy, a restore) number their
+    # rows alike, and Pretix would replay one database's answer to the other.
+    request_nonce: Mapped[str | None] = mapped_column(String(32))
+    # The code a revoked voucher had before the grant was confirmed again: a create for it may
+    # have landed in Pretix after the revoke looked, so the next create deletes it first.
+    superseded_code: Mapped[str | None] = mapped_column(String(255))
     email_state: Mapped[EmailState] = mapped_column(StrEnumColumn(EmailState, 16))
     email_sent_at: Mapped[dt.datetime | None]
     email_lease_expires_at: Mapped[dt.datetime | None]

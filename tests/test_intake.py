@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from bot.conferences import ConferenceConfig, Conferences
@@ -588,32 +589,60 @@ def test_email_sent_elsewhere_is_recorded_as_sent(
         assert (row.email_state, row.email_sent_at) == (EmailState.SENT, sent)
 
 
-def test_a_voucher_made_elsewhere_changes_type_but_a_grant_voucher_does_not(
-    ctx: ServiceContext, grant_payload: PayloadFactory, conference: ConferenceConfig
+@pytest.mark.parametrize(
+    ("first", "then", "action", "kept"),
+    [
+        # Raising a voucher made elsewhere is applied: the backend knows best who speaks.
+        ("co_speaker", "speaker", IntakeAction.UPDATED, VoucherType.SPEAKER),
+        # Lowering it is refused and left for a person: the bot would otherwise rewrite a
+        # speaker's real free voucher in Pretix into a discount (the upstream bug).
+        ("speaker", "co_speaker", IntakeAction.CONFLICT, VoucherType.SPEAKER),
+        ("speaker", "speaker", IntakeAction.UNCHANGED, VoucherType.SPEAKER),
+    ],
+)
+def test_a_voucher_made_elsewhere_is_raised_but_never_lowered(
+    ctx: ServiceContext,
+    conference: ConferenceConfig,
+    first: str,
+    then: str,
+    action: IntakeAction,
+    kept: VoucherType,
 ) -> None:
     email = f"{unique('speaker')}@example.org"
-    ingest_voucher(
-        ctx, payload=voucher_payload(conference.code, email, code="SPKTYPE01"), actor=TEST_ACTOR
-    )
-    as_co_speaker = voucher_payload(conference.code, email, type="co_speaker", code="SPKTYPE01")
-    assert ingest_voucher(ctx, payload=as_co_speaker, actor=TEST_ACTOR).action is (
-        IntakeAction.UPDATED
-    )
-    row = stored_voucher(ctx.db, conference.code, email)
-    assert row is not None and row.voucher_type is VoucherType.CO_SPEAKER
+    code = unique("SPK").upper()
+    given = voucher_payload(conference.code, email, type=first, code=code)
+    ingest_voucher(ctx, payload=given, actor=TEST_ACTOR)
 
+    intake = ingest_voucher(
+        ctx, payload=voucher_payload(conference.code, email, type=then, code=code), actor=TEST_ACTOR
+    )
+
+    assert intake.action is action
+    assert intake.needs_person is (action is IntakeAction.CONFLICT)
+    row = stored_voucher(ctx.db, conference.code, email)
+    assert row is not None and row.voucher_type is kept
+
+
+def test_a_grant_voucher_keeps_its_type_whatever_a_notification_calls_it(
+    ctx: ServiceContext, grant_payload: PayloadFactory, conference: ConferenceConfig
+) -> None:
     intake = ingest_grant(ctx, payload=grant_payload(), actor=TEST_ACTOR)
     assert intake.grant is not None and intake.grant.email
     issued = provision_grant_voucher(ctx, grant_id=intake.grant.id, actor=TEST_ACTOR)
     assert issued.voucher_code is not None
-    as_speaker = voucher_payload(
-        conference.code, intake.grant.email, type="speaker", code=issued.voucher_code
-    )
+    email = intake.grant.email
 
-    assert ingest_voucher(ctx, payload=as_speaker, actor=TEST_ACTOR).action is (
-        IntakeAction.UNCHANGED
-    )
-    grant_row = stored_voucher(ctx.db, conference.code, intake.grant.email.lower())
+    results = [
+        ingest_voucher(
+            ctx,
+            payload=voucher_payload(conference.code, email, type=kind, code=issued.voucher_code),
+            actor=TEST_ACTOR,
+        ).action
+        for kind in ("speaker", "co_speaker")
+    ]
+
+    assert results == [IntakeAction.UNCHANGED, IntakeAction.CONFLICT]
+    grant_row = stored_voucher(ctx.db, conference.code, email.lower())
     assert grant_row is not None and grant_row.voucher_type is VoucherType.GRANT
 
 

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from bot.pretix import (
     EventRef,
+    KeyScope,
     PretixAuthError,
     PretixBatchError,
     PretixClient,
@@ -86,6 +87,9 @@ def test_create_voucher_sends_the_documented_request(
         "comment": "Financial aid grant 1234",
         "block_quota": False,
         "allow_ignore_quota": False,
+        "min_usages": 1,
+        "all_addons_included": False,
+        "all_bundles_included": False,
     }
     assert isinstance(voucher, Voucher)
     assert voucher.id == 1
@@ -628,7 +632,7 @@ def test_the_same_key_twice_replays_the_same_voucher(
     pretix_client: PretixClient, pretix_server: FakePretix, pretix_event: EventRef
 ) -> None:
     request = grant_voucher()
-    key = make_idempotency_key("create-voucher", "pycon2026:42", request.payload())
+    key = _key(payload=request.payload())
 
     first = pretix_client.create_voucher(pretix_event, request, idempotency_key=key)
     second = pretix_client.create_voucher(pretix_event, request, idempotency_key=key)
@@ -638,31 +642,44 @@ def test_the_same_key_twice_replays_the_same_voucher(
     assert [w.replayed for w in pretix_server.writes()] == [False, True]
 
 
+def _key(
+    subject: str = "pycon2026:v42:g0",
+    payload: object = None,
+    *,
+    method: str = "POST",
+    path: str = "/api/v1/organizers/pycon/events/pycon2026/vouchers/",
+    nonce: str = "n1",
+) -> str:
+    return make_idempotency_key(
+        method=method,
+        path=path,
+        scope=KeyScope(subject=subject, nonce=nonce),
+        payload=grant_voucher().payload() if payload is None else payload,
+    )
+
+
 def test_make_idempotency_key_is_deterministic_and_distinct() -> None:
     payload = grant_voucher().payload()
-    key = make_idempotency_key("create-voucher", "pycon2026:42", payload)
+    key = _key(payload=payload)
 
-    assert key == make_idempotency_key("create-voucher", "pycon2026:42", dict(payload))
-    assert key.startswith("create-voucher:pycon2026:42:")
+    assert key == _key(payload=dict(payload))
+    assert key.startswith("post:pycon2026:v42:g0:")
     assert len(key) <= 128
     others = {
-        make_idempotency_key("create-voucher", "pycon2026:43", payload),
-        make_idempotency_key("upgrade-voucher", "pycon2026:42", payload),
-        make_idempotency_key("create-voucher", "pycon2026:42", payload | {"max_usages": 2}),
-        make_idempotency_key(
-            "create-voucher", "pycon2026:42", grant_voucher("GRANT-0002").payload()
-        ),
+        _key("pycon2026:v43:g0", payload),
+        _key(payload=payload, method="PATCH"),
+        _key(payload=payload, path="/api/v1/organizers/pycon/events/pycon2026/vouchers/7/"),
+        _key(payload=payload, nonce="n2"),
+        _key(payload=payload | {"max_usages": 2}),
+        _key(payload=grant_voucher("GRANT-0002").payload()),
     }
-    assert key not in others and len(others) == 4
+    assert key not in others and len(others) == 6
 
 
 def test_long_or_odd_subjects_stay_short_ascii_and_unique() -> None:
-    long_a = "x" * 200 + "a"
-    long_b = "x" * 200 + "b"
-
-    key_a = make_idempotency_key("create-voucher", long_a, {})
-    key_b = make_idempotency_key("create-voucher", long_b, {})
-    odd = make_idempotency_key("create-voucher", "zoë rossi@example.org\n", {})
+    key_a = _key("x" * 200 + "a", {})
+    key_b = _key("x" * 200 + "b", {})
+    odd = _key("zoë rossi@example.org\n", {})
 
     assert len(key_a) == len(key_b) == 128
     assert key_a != key_b
@@ -711,6 +728,9 @@ def test_voucher_create_payload_format() -> None:
         "valid_until": "2030-05-31T21:59:00Z",
         "block_quota": False,
         "allow_ignore_quota": False,
+        "min_usages": 1,
+        "all_addons_included": False,
+        "all_bundles_included": False,
     }
     assert grant_voucher(price_mode="none", value=None).payload()["price_mode"] == "none"
 

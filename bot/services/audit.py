@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from bot.services.actors import Actor
-from bot.storage import AuditEvent, Database
+from bot.storage import AuditEvent, Database, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -60,4 +63,43 @@ def write_audit_event(
             conference_id=conference_id,
             grant_id=grant_id,
             detail=detail,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRecord:
+    """One audit event to append."""
+
+    actor: Actor
+    action: str
+    outcome: str
+    conference_id: int | None = None
+    grant_id: int | None = None
+    detail: dict[str, Any] | None = None
+
+
+def write_audit_events(db: Database, records: Sequence[AuditRecord]) -> None:
+    """Append many audit events in one transaction and one INSERT (a batch, a no-op pass)."""
+    if not records:
+        return
+    with db.transaction() as session:
+        session.execute(
+            insert(AuditEvent),
+            [
+                {
+                    "occurred_at": utcnow(),
+                    "actor": r.actor.label,
+                    "source": r.actor.source,
+                    "action": r.action,
+                    "outcome": r.outcome,
+                    "conference_id": r.conference_id,
+                    "grant_id": r.grant_id,
+                    "detail": r.detail,
+                }
+                for r in records
+            ],
+        )
+    for r in records:
+        log.info(
+            "audit", actor=r.actor.label, action=r.action, outcome=r.outcome, grant_id=r.grant_id
         )

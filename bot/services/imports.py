@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from bot.services.actors import Actor
-from bot.services.batch import provision_many
 from bot.services.context import ServiceContext
 from bot.services.intake import ingest_grant, ingest_voucher
 from bot.services.notifications import KNOWN_STATUSES, GrantPayload, VoucherPayload
 from bot.services.outcomes import GrantRef, IntakeAction, ProvisionOutcome
+from bot.services.provisioning import provision_many
 
 P = TypeVar("P", bound=BaseModel)
 

@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.services import voucher_row
 from bot.services.actors import Actor
 from bot.services.audit import add_audit_event
 from bot.services.context import ServiceContext
@@ -22,7 +23,6 @@ from bot.services.queries import grant_ref, voucher_of
 from bot.storage import (
     Conference,
     ConferenceVoucher,
-    EmailState,
     Grant,
     GrantStatus,
     VoucherState,
@@ -209,6 +209,15 @@ def _stale(
     )
 
 
+# A speaker or grant voucher is a free ticket; a co-speaker voucher a discount.
+_RANK = {VoucherType.CO_SPEAKER: 0, VoucherType.SPEAKER: 1, VoucherType.GRANT: 1}
+
+
+def lowers(current: VoucherType, offered: VoucherType) -> bool:
+    """Whether calling a `current` voucher `offered` would take rights away from it."""
+    return _RANK[offered] < _RANK[current]
+
+
 def ingest_voucher(ctx: ServiceContext, *, payload: VoucherPayload, actor: Actor) -> VoucherIntake:
     """Record a voucher made elsewhere (a speaker voucher, usually) for a person."""
     with ctx.db.transaction() as session:
@@ -247,21 +256,14 @@ def apply_voucher(session: Session, *, payload: VoucherPayload, actor: Actor) ->
             f"code {payload.code} already belongs to {taken.email_key}; not recorded "
             f"for {payload.email_key}",
         )
-    sent = payload.email_sent_at
-    inserted = insert_ignoring_conflict(
+    inserted = voucher_row.record_external_voucher(
         session,
-        ConferenceVoucher,
-        {
-            "conference_id": conference.id,
-            "email_key": payload.email_key,
-            "voucher_type": kind,
-            "code": payload.code,
-            "pretix_voucher_id": payload.pretix_voucher_id,
-            "state": VoucherState.CREATED,
-            "email_state": EmailState.SENT if sent else EmailState.NOT_DUE,
-            "email_sent_at": sent,
-        },
-        conflict=["conference_id", "email_key"],
+        conference_id=conference.id,
+        email_key=payload.email_key,
+        kind=kind,
+        code=payload.code,
+        pretix_voucher_id=payload.pretix_voucher_id,
+        email_sent_at=payload.email_sent_at,
     )
     if inserted is not None:
         add_audit_event(
@@ -312,22 +314,39 @@ def _merge_voucher(
             f"{payload.email_key} already has {voucher.voucher_type.value} voucher "
             f"{voucher.code} ({voucher.state.value}); {payload.code} was not recorded",
         )
-    changed = False
-    if payload.pretix_voucher_id is not None and voucher.pretix_voucher_id is None:
-        voucher.pretix_voucher_id = payload.pretix_voucher_id
-        changed = True
-    # Only vouchers made elsewhere change type here; ours change through provisioning.
-    if (
-        voucher.voucher_type is not kind
-        and voucher.voucher_type is not VoucherType.GRANT
-        and voucher.state is VoucherState.CREATED
-    ):
-        voucher.voucher_type = kind
-        changed = True
-    if payload.email_sent_at is not None and voucher.email_sent_at is None:
-        voucher.email_sent_at = payload.email_sent_at
-        voucher.email_state = EmailState.SENT
-        changed = True
+    # A co-speaker voucher the bot upgraded is still a co-speaker voucher to the backend.
+    if lowers(voucher.voucher_type, kind) and voucher.original_type is not kind:
+        add_audit_event(
+            session,
+            actor=actor,
+            action="voucher_intake",
+            outcome=IntakeAction.CONFLICT.value,
+            conference_id=conference.id,
+            grant_id=voucher.grant_id,
+            detail={
+                "email": payload.email_key,
+                "kept": voucher.voucher_type.value,
+                "offered": kind.value,
+            },
+        )
+        return VoucherIntake(
+            IntakeAction.CONFLICT,
+            f"{payload.email_key}'s voucher {voucher.code} is a "
+            f"{voucher.voucher_type.value.replace('_', '-')} voucher; a notification calling it "
+            f"{kind.value.replace('_', '-')} would lower it and was not applied. "
+            "A person must check which is right",
+            needs_person=True,
+        )
+    # Only vouchers made elsewhere change type here (a co-speaker found to be a speaker);
+    # ours change through provisioning.
+    raise_to = kind if kind is VoucherType.SPEAKER else None
+    changed = voucher_row.merge_external_voucher(
+        session,
+        voucher_id=voucher.id,
+        pretix_voucher_id=payload.pretix_voucher_id,
+        raise_to=raise_to if voucher.voucher_type is not kind else None,
+        email_sent_at=payload.email_sent_at,
+    )
     if not changed:
         return VoucherIntake(IntakeAction.UNCHANGED, "no change")
     add_audit_event(

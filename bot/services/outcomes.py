@@ -119,6 +119,7 @@ class ProvisionOutcome:
     email: EmailOutcome | None = None
     steps: tuple[Step, ...] = field(default_factory=tuple)
     attempt: int | None = None  # which try this was, when Pretix was unavailable
+    voucher_id: int | None = None  # the bot's voucher row, when there is one
 
     @property
     def has_voucher(self) -> bool:
@@ -183,3 +184,4 @@ class VoucherIntake:
 
     action: IntakeAction
     message: str
+    needs_person: bool = False  # refused because applying it could be wrong

@@ -8,23 +8,28 @@ decides, row by row, who really acts.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy.orm import Session
 
+from bot.services import voucher_row
 from bot.services.actors import RECONCILER
-from bot.services.batch import provision_many
 from bot.services.context import ServiceContext
-from bot.services.outcomes import EmailOutcome, ProvisionOutcome
-from bot.services.queries import provisioning_due
-from bot.services.voucher_email import deliver_voucher_email, email_due
+from bot.services.outcomes import EmailOutcome, EmailResult, ProvisionOutcome
+from bot.services.provisioning import provision_many
+from bot.services.provisioning_facts import load_facts
+from bot.services.voucher_email import deliver_voucher_email
 from bot.storage import (
     Conference,
     ConferenceVoucher,
+    EmailState,
     Grant,
     GrantStatus,
     VoucherState,
+    VoucherType,
 )
 
 log = structlog.get_logger(__name__)
@@ -50,90 +55,138 @@ def reconcile_once(
 ) -> ReconcileReport:
     """One pass: resume stale Pretix work, provision forgotten grants, send due emails.
 
-    Work is claimed `limit` rows at a time (each claim's lease must not run out while the
-    batch is worked on) and batches follow each other until the backlog is drained or
-    `max_batches` were done, so a burst is finished in one pass, not 25 rows every 30 s.
+    What is due is decided by the one provisioning rule (`provisioning_rules.decide`), the
+    same that provisioning applies, so a grant the rule leaves alone is never picked again
+    and again. Work is taken `limit` grants at a time (each claim's lease must not run out
+    while the batch is worked on) and batches follow each other until the backlog is drained
+    or `max_batches` were done. One grant's or one email's failure never stops the others.
     """
     report = ReconcileReport()
     for _ in range(max_batches):
         provisioned: list[ProvisionOutcome] = []
         if ctx.pretix is not None:
-            grant_ids = _claim_unfinished_vouchers(ctx, limit) + _confirmed_and_due(ctx, limit)
+            grant_ids = due_grants(ctx, limit=limit)
             if grant_ids:
                 provisioned = provision_many(
-                    ctx, grant_ids=list(dict.fromkeys(grant_ids)), actor=RECONCILER, workers=workers
+                    ctx, grant_ids=grant_ids, actor=RECONCILER, workers=workers, background=True
                 )
-        emails: list[EmailOutcome] = []
-        if ctx.mailer is not None:
-            emails = [
-                deliver_voucher_email(ctx, voucher_id=voucher_id)
-                for voucher_id in _claim_due_emails(ctx, limit)
-            ]
+        emails = [_send_due(ctx, voucher_id) for voucher_id in _claim_due_emails(ctx, limit)]
         report.provisioned += provisioned
         report.emails += emails
         if len(provisioned) < limit and len(emails) < limit:
             break
     if not report.idle:
-        log.info(
-            "reconciled",
-            provisioned=len(report.provisioned),
-            emails=len(report.emails),
-        )
+        log.info("reconciled", provisioned=len(report.provisioned), emails=len(report.emails))
     return report
 
 
-def _claim_unfinished_vouchers(ctx: ServiceContext, limit: int) -> list[int]:
-    """Grant ids of rows left half-way (crash, Pretix outage) whose retry time has come."""
-    now = ctx.clock()
-    with ctx.db.transaction() as session:
-        rows = session.execute(
-            select(CV.id, CV.grant_id)
-            .join(Grant, CV.grant_id == Grant.id)
-            .join(Conference, CV.conference_id == Conference.id)
-            .where(
-                Conference.code.in_(list(ctx.conferences)),
-                CV.state.in_([VoucherState.CREATING, VoucherState.UPGRADING]),
-                Grant.status == GrantStatus.CONFIRMED,
-                # Held grants and changed addresses wait for a person, not for the next pass.
-                Grant.hold_reason.is_(None),
-                CV.email_key == Grant.email_key,
-                or_(CV.lease_expires_at.is_(None), CV.lease_expires_at < now),
-                or_(CV.next_attempt_at.is_(None), CV.next_attempt_at <= now),
-            )
-            .order_by(CV.next_attempt_at.nulls_first(), CV.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=CV)
-        ).all()
-        if rows:
-            # Push them out of the other replicas' sight while this one works on them.
-            session.execute(
-                update(CV)
-                .where(CV.id.in_([row.id for row in rows]))
-                .values(next_attempt_at=now + ctx.lease)
-                .execution_options(synchronize_session=False)
-            )
-        return [row.grant_id for row in rows if row.grant_id is not None]
+def due_grants(ctx: ServiceContext, *, limit: int, page: int = 200) -> list[int]:
+    """Grant ids the provisioning rule would act on now, up to `limit`, hidden from the
+    other replicas' next pass while this one works on them.
 
-
-def _confirmed_and_due(ctx: ServiceContext, limit: int) -> list[int]:
-    """Confirmed grants whose provisioning never ran or never finished (e.g. a crash)."""
+    The SQL below only narrows the search (it leaves out what the rule certainly leaves
+    alone); the rule itself decides, on the same facts provisioning reads.
+    """
     issuing = [code for code, conf in ctx.conferences.items() if conf.issue_vouchers]
-    if not issuing:
+    if not issuing or (ctx.mailer is None and ctx.pretix is None):
         return []
+    now = ctx.clock()
+    due: list[int] = []
+    after = 0
     with ctx.db.transaction() as session:
-        return list(
-            session.scalars(
-                select(Grant.id)
-                .join(Conference, Grant.conference_id == Conference.id)
-                .where(Conference.code.in_(issuing), provisioning_due())
-                .order_by(Grant.id)
-                .limit(limit)
+        while len(due) < limit:
+            ids = list(
+                session.scalars(
+                    select(Grant.id)
+                    .join(Conference, Grant.conference_id == Conference.id)
+                    .where(Conference.code.in_(issuing), Grant.id > after, _candidate(now))
+                    .order_by(Grant.id)
+                    .limit(page)
+                )
             )
+            if not ids:
+                break
+            after = ids[-1]
+            facts = load_facts(session, ctx, ids)
+            for grant_id in ids:
+                found = facts.get(grant_id)
+                if (
+                    found is not None
+                    and found.decide(ctx, now=now, background=True, respect_schedule=True).acts
+                ):
+                    due.append(grant_id)
+        due = due[:limit]
+        if due:
+            _hide_unfinished(session, ctx, due, now=now)
+    return due
+
+
+def _candidate(now: dt.datetime) -> ColumnElement[bool]:
+    """SQL: a confirmed, unheld grant that the rule might act on (a superset of "due")."""
+    person = and_(CV.conference_id == Grant.conference_id, CV.email_key == Grant.email_key)
+    settled = or_(
+        CV.state.in_([VoucherState.FAILED, VoucherState.NEEDS_REVIEW, VoucherState.REVOKING]),
+        and_(
+            CV.state.in_([VoucherState.CREATING, VoucherState.UPGRADING]),
+            or_(CV.lease_expires_at > now, CV.next_attempt_at > now),
+        ),
+        and_(
+            CV.state == VoucherState.CREATED,
+            CV.voucher_type.in_([VoucherType.SPEAKER, VoucherType.GRANT]),
+            CV.grant_id.is_not(None),
+            or_(
+                CV.grant_id != Grant.id,
+                CV.email_sent_at.is_not(None),
+                CV.email_state != EmailState.NOT_DUE,
+            ),
+        ),
+    )
+    moved = and_(
+        CV.grant_id == Grant.id, CV.email_key != Grant.email_key, CV.state != VoucherState.REVOKED
+    )
+    return and_(
+        Grant.status == GrantStatus.CONFIRMED,
+        Grant.hold_reason.is_(None),
+        Grant.email_key.is_not(None),
+        ~exists(select(CV.id).where(person, settled)),
+        ~exists(select(CV.id).where(moved)),
+    )
+
+
+def _hide_unfinished(
+    session: Session, ctx: ServiceContext, grant_ids: list[int], *, now: dt.datetime
+) -> None:
+    rows = list(
+        session.scalars(
+            select(CV.id)
+            .join(
+                Grant,
+                and_(CV.conference_id == Grant.conference_id, CV.email_key == Grant.email_key),
+            )
+            .where(
+                Grant.id.in_(grant_ids),
+                CV.state.in_([VoucherState.CREATING, VoucherState.UPGRADING]),
+            )
+            .with_for_update(skip_locked=True, of=CV)
+        )
+    )
+    voucher_row.push_back(session, rows, until=now + ctx.lease)
+
+
+def _send_due(ctx: ServiceContext, voucher_id: int) -> EmailOutcome:
+    try:
+        return deliver_voucher_email(ctx, voucher_id=voucher_id)
+    except Exception as exc:
+        log.exception("voucher email failed unexpectedly", voucher=voucher_id)
+        return EmailOutcome(
+            EmailResult.FAILED, f"unexpected error ({type(exc).__name__}); see the bot's log"
         )
 
 
 def _claim_due_emails(ctx: ServiceContext, limit: int) -> list[int]:
     """Voucher rows whose email is due, or whose sender died holding the claim."""
+    if ctx.mailer is None:
+        return []
     now = ctx.clock()
     with ctx.db.transaction() as session:
         ids = list(
@@ -142,7 +195,7 @@ def _claim_due_emails(ctx: ServiceContext, limit: int) -> list[int]:
                 .join(Conference, CV.conference_id == Conference.id)
                 .where(
                     Conference.code.in_(list(ctx.conferences)),
-                    email_due(now),
+                    voucher_row.email_due(now),
                     or_(CV.email_next_attempt_at.is_(None), CV.email_next_attempt_at <= now),
                 )
                 .order_by(CV.id)
@@ -150,11 +203,5 @@ def _claim_due_emails(ctx: ServiceContext, limit: int) -> list[int]:
                 .with_for_update(skip_locked=True, of=CV)
             )
         )
-        if ids:
-            session.execute(
-                update(CV)
-                .where(CV.id.in_(ids))
-                .values(email_next_attempt_at=now + ctx.lease)
-                .execution_options(synchronize_session=False)
-            )
+        voucher_row.push_back_emails(session, ids, until=now + ctx.lease)
         return ids

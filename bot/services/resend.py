@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.services import voucher_row
 from bot.services.actors import Actor
 from bot.services.audit import write_audit_event
 from bot.services.context import ServiceContext
@@ -25,8 +26,16 @@ def resend_voucher_email(ctx: ServiceContext, *, grant_id: int, actor: Actor) ->
             return ResendOutcome(
                 False, f"{ref.full_name} has {state}; there is nothing to resend.", ref
             )
+        if voucher.voucher_type not in voucher_row.MAILABLE_TYPES:
+            return ResendOutcome(
+                False,
+                f"{ref.full_name}'s voucher is a co-speaker voucher (a discount, not a free "
+                "ticket); there is no voucher email to resend. It becomes a grant voucher, "
+                "and its email goes out, when the grant is issued.",
+                ref,
+            )
         if voucher.grant_id is None:
-            voucher.grant_id = grant.id
+            voucher_row.link_grant(session, voucher_id=voucher.id, grant_id=grant.id)
         voucher_id, code = voucher.id, voucher.code
     email = deliver_voucher_email(ctx, voucher_id=voucher_id, resend=True)
     ok = email.result is EmailResult.SENT

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
-
+from bot.services import voucher_row
 from bot.services.actors import Actor
 from bot.services.audit import add_audit_event
 from bot.services.context import ServiceContext
 from bot.services.outcomes import ProvisionOutcome
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.queries import grant_with_conference
-from bot.storage import ConferenceVoucher, EmailState, VoucherState
-
-CV = ConferenceVoucher
 
 
 def retry_grant(ctx: ServiceContext, *, grant_id: int, actor: Actor) -> ProvisionOutcome:
@@ -26,22 +22,10 @@ def retry_grant(ctx: ServiceContext, *, grant_id: int, actor: Actor) -> Provisio
         found = grant_with_conference(session, grant_id)
         if found is not None:
             grant, conference = found
-            reopened = session.execute(
-                update(CV)
-                .where(
-                    CV.conference_id == conference.id,
-                    CV.email_key == grant.email_key,
-                    CV.state == VoucherState.CREATED,
-                    CV.email_state == EmailState.FAILED,
-                    CV.email_sent_at.is_(None),
-                )
-                .values(
-                    email_state=EmailState.PENDING, email_attempts=0, email_next_attempt_at=None
-                )
-                .returning(CV.id)
-                .execution_options(synchronize_session=False)
-            ).first()
-            if reopened is not None:
+            reopened = grant.email_key is not None and voucher_row.reopen_failed_email(
+                session, conference_id=conference.id, email_key=grant.email_key
+            )
+            if reopened:
                 add_audit_event(
                     session,
                     actor=actor,

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bot.pretix import (
     EventRef,
+    PretixConflict,
     PretixError,
     PretixNotFound,
     PretixUnavailable,
     PretixVoucherUsed,
-    make_idempotency_key,
 )
+from bot.services import voucher_row
 from bot.services.actors import Actor
 from bot.services.audit import write_audit_event
 from bot.services.context import ServiceContext
@@ -29,13 +28,15 @@ from bot.storage import (
 
 @dataclass(frozen=True, kw_only=True)
 class _Revoking:
-    voucher_id: int
-    code: str
-    generation: int
+    ticket: voucher_row.Ticket
     pretix_voucher_id: int | None
     event: EventRef
     grant: GrantRef
     previous_state: VoucherState
+
+    @property
+    def code(self) -> str:
+        return self.ticket.code
 
 
 def revoke_grant_voucher(ctx: ServiceContext, *, grant_id: int, actor: Actor) -> RevokeOutcome:
@@ -97,13 +98,16 @@ def _claim(ctx: ServiceContext, *, grant_id: int) -> _Revoking | RevokeOutcome:
         previous = voucher.state
         if previous is VoucherState.REVOKING:  # a revoke that crashed half-way
             previous = VoucherState.CREATED if voucher.pretix_voucher_id else VoucherState.CREATING
-        voucher.state = VoucherState.REVOKING
-        voucher.lease_expires_at = now + ctx.lease
-        voucher.request_generation += 1  # each revoke is a new request for Pretix
+        ticket = voucher_row.begin_revoke(session, voucher, now=now, lease_until=now + ctx.lease)
+        if ticket is None:
+            return RevokeOutcome(
+                RevokeResult.IN_PROGRESS,
+                f"Voucher {voucher.code} is being worked on right now.",
+                ref,
+                voucher.code,
+            )
         return _Revoking(
-            voucher_id=voucher.id,
-            code=voucher.code,
-            generation=voucher.request_generation,
+            ticket=ticket,
             pretix_voucher_id=voucher.pretix_voucher_id,
             event=EventRef(config.pretix_organizer, config.pretix_event),
             grant=ref,
@@ -166,13 +170,7 @@ def _delete(ctx: ServiceContext, work: _Revoking) -> RevokeOutcome:
                 "deleted. A person must decide what to do.",
             )
         pretix.delete_voucher(
-            work.event,
-            voucher_id,
-            idempotency_key=make_idempotency_key(
-                "delete-voucher",
-                f"{work.event.organizer}/{work.event.event}:{work.voucher_id}:{work.generation}",
-                {"id": voucher_id},
-            ),
+            work.event, voucher_id, idempotency_key=work.ticket.key_scope(work.event)
         )
         steps.append(Step("pretix", ok=True, detail=f"deleted voucher #{voucher_id}"))
     except PretixNotFound:
@@ -181,6 +179,15 @@ def _delete(ctx: ServiceContext, work: _Revoking) -> RevokeOutcome:
         )
     except PretixVoucherUsed:
         return _keep(ctx, work, f"Voucher {work.code} was used meanwhile; it was not deleted.")
+    except PretixConflict as exc:
+        _release(ctx, work, f"Pretix was busy: {exc}")
+        return RevokeOutcome(
+            RevokeResult.RETRY_LATER,
+            "Pretix was too busy to answer (409) and stayed busy through every retry; "
+            "nothing changed, try the revoke again in a minute.",
+            work.grant,
+            work.code,
+        )
     except PretixUnavailable as exc:
         _release(ctx, work, f"Pretix is unavailable: {exc}")
         return RevokeOutcome(
@@ -199,26 +206,13 @@ def _delete(ctx: ServiceContext, work: _Revoking) -> RevokeOutcome:
     )
 
 
-@contextmanager
-def _settling(ctx: ServiceContext, work: _Revoking) -> Iterator[ConferenceVoucher | None]:
-    """The row, locked, if this revoke still owns it (its lease may have run out meanwhile)."""
-    with ctx.db.transaction() as session:
-        row = session.get(ConferenceVoucher, work.voucher_id, with_for_update=True)
-        assert row is not None  # voucher rows are never deleted
-        ours = row.state is VoucherState.REVOKING and row.request_generation == work.generation
-        yield row if ours else None
-        if ours:
-            row.lease_expires_at = None
-
-
 def _finish(
     ctx: ServiceContext, work: _Revoking, result: RevokeResult, message: str, steps: list[Step]
 ) -> RevokeOutcome:
-    with _settling(ctx, work) as row:
-        if row is None:
-            return _taken_over(work)
-        row.state = VoucherState.REVOKED
-        row.last_error = None
+    with ctx.db.transaction() as session:
+        won = voucher_row.finish_revoke(session, work.ticket)
+    if not won:
+        return _taken_over(work)
     return RevokeOutcome(result, message, work.grant, work.code, tuple(steps))
 
 
@@ -238,7 +232,5 @@ def _keep(ctx: ServiceContext, work: _Revoking, message: str) -> RevokeOutcome:
 
 
 def _release(ctx: ServiceContext, work: _Revoking, error: str) -> None:
-    with _settling(ctx, work) as row:
-        if row is not None:
-            row.state = work.previous_state
-            row.last_error = error
+    with ctx.db.transaction() as session:
+        voucher_row.abandon_revoke(session, work.ticket, back_to=work.previous_state, reason=error)

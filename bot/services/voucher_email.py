@@ -9,15 +9,16 @@ re-sends a message with the same Message-ID, which mail systems collapse into on
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
+from typing import Literal
 
 import structlog
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from bot.conferences import ConferenceConfig
 from bot.email_content import VoucherEmailContext, redeem_url, render_voucher_email
 from bot.mailer import MailerError, MailerRejected, OutgoingEmail
+from bot.services import voucher_row
 from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailOutcome, EmailResult, Step
 from bot.storage import (
@@ -34,18 +35,6 @@ log = structlog.get_logger(__name__)
 CV = ConferenceVoucher
 
 
-@dataclass(frozen=True)
-class _Claimed:
-    voucher_id: int
-    code: str
-    kind: VoucherType
-    generation: int
-    to_name: str
-    to_address: str
-    grant_external_id: str
-    conference: ConferenceConfig
-
-
 def deliver_voucher_email(
     ctx: ServiceContext, *, voucher_id: int, resend: bool = False
 ) -> EmailOutcome:
@@ -55,18 +44,35 @@ def deliver_voucher_email(
             EmailResult.DISABLED,
             "email is off (set SMTP_HOST and EMAIL_FROM); it goes out once email is configured",
         )
-    claimed = _claim(ctx, voucher_id=voucher_id, resend=resend)
-    if isinstance(claimed, EmailOutcome):
-        return claimed
-    message = _compose(ctx, claimed, resend=resend)
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        claim = voucher_row.claim_email(
+            session, voucher_id=voucher_id, now=now, lease_until=now + ctx.lease, resend=resend
+        )
+        if claim is None:
+            return _why_not(session, voucher_id, resend=resend)
+        conference = session.get(Conference, claim.conference_id)
+        config = ctx.conference(conference.code) if conference else None
+        if config is None:
+            voucher_row.release_email(
+                session,
+                claim,
+                error="the conference is no longer configured",
+                permanent=True,
+                max_attempts=ctx.max_email_attempts,
+                retry_at=now,
+            )
+            return EmailOutcome(EmailResult.NOT_DUE, "the conference is no longer configured")
+    message = _compose(ctx, claim, config, resend=resend)
     try:
         ctx.mailer.send(message)
     except MailerError as exc:
-        return _release(ctx, claimed, exc)
-    _record_sent(ctx, claimed)
+        return _release(ctx, claim, exc)
+    with ctx.db.transaction() as session:
+        voucher_row.record_email_sent(session, claim, now=ctx.clock())
     log.info("voucher email sent", voucher=voucher_id, message_id=message.message_id)
     return EmailOutcome(
-        EmailResult.SENT, f"voucher email sent to {claimed.to_address}", message.message_id
+        EmailResult.SENT, f"voucher email sent to {claim.to_address}", message.message_id
     )
 
 
@@ -81,80 +87,31 @@ def message_id(ctx: ServiceContext, *, conference: str, voucher_id: int, generat
     return f"<voucher.{conference}.{voucher_id}.{generation}@{ctx.message_id_domain}>"
 
 
-def _lease_over(now: dt.datetime) -> ColumnElement[bool]:
-    return or_(CV.email_lease_expires_at.is_(None), CV.email_lease_expires_at < now)
-
-
-def email_due(now: dt.datetime) -> ColumnElement[bool]:
-    """SQL: the voucher email was never sent and nobody (alive) is sending it: a claim can win.
-
-    The claim below and the reconciler's search for due emails share this one rule.
-    """
-    return and_(
-        CV.state == VoucherState.CREATED,
-        CV.email_sent_at.is_(None),
-        or_(
-            CV.email_state == EmailState.PENDING,
-            and_(CV.email_state == EmailState.SENDING, _lease_over(now)),
-        ),
-    )
-
-
-def _claim(ctx: ServiceContext, *, voucher_id: int, resend: bool) -> _Claimed | EmailOutcome:
-    now = ctx.clock()
-    lease_over = _lease_over(now)
-    if resend:
-        due = and_(or_(CV.email_state != EmailState.SENDING, lease_over), CV.grant_id.is_not(None))
-        values = {
-            "email_state": EmailState.SENDING,
-            "email_lease_expires_at": now + ctx.lease,
-            "email_generation": CV.email_generation + 1,
-        }
-    else:
-        due = email_due(now)
-        values = {"email_state": EmailState.SENDING, "email_lease_expires_at": now + ctx.lease}
-    with ctx.db.transaction() as session:
-        won = session.execute(
-            update(CV)
-            .where(CV.id == voucher_id, CV.state == VoucherState.CREATED, due)
-            .values(**values)
-            .returning(CV.id)
-            .execution_options(synchronize_session=False)
-        ).first()
-        row = session.execute(
-            select(CV, Grant, Conference)
-            .outerjoin(Grant, CV.grant_id == Grant.id)
-            .join(Conference, CV.conference_id == Conference.id)
-            .where(CV.id == voucher_id)
-        ).one_or_none()
-        if row is None:
-            return EmailOutcome(EmailResult.NOT_DUE, f"there is no voucher #{voucher_id}")
-        voucher, grant, conference = row
-        if won is None:  # the conditional UPDATE matched nothing: someone else's claim
-            return _why_not(voucher, resend=resend)
-        config = ctx.conference(conference.code)
-        if grant is None or grant.email is None or config is None:
-            # Cannot happen through the claim above (grant_id is set); release it anyway.
-            voucher.email_state = EmailState.NOT_DUE
-            voucher.email_lease_expires_at = None
-            return EmailOutcome(EmailResult.NOT_DUE, "no grantee address to write to")
-        return _Claimed(
-            voucher_id=voucher.id,
-            code=voucher.code,
-            kind=voucher.voucher_type,
-            generation=voucher.email_generation,
-            to_name=grant.full_name,
-            to_address=grant.email,
-            grant_external_id=grant.external_id,
-            conference=config,
-        )
-
-
-def _why_not(voucher: ConferenceVoucher, *, resend: bool) -> EmailOutcome:
+def _why_not(session: Session, voucher_id: int, *, resend: bool) -> EmailOutcome:
     """Explain, from the row as it is now, why the claim was not ours."""
+    found = session.execute(
+        select(CV, Grant).outerjoin(Grant, CV.grant_id == Grant.id).where(CV.id == voucher_id)
+    ).one_or_none()
+    if found is None:
+        return EmailOutcome(EmailResult.NOT_DUE, f"there is no voucher #{voucher_id}")
+    voucher, grant = found
     if voucher.state is not VoucherState.CREATED:
         return EmailOutcome(
             EmailResult.NOT_DUE, f"the voucher is {voucher.state.value}, so no email yet"
+        )
+    if voucher.voucher_type not in voucher_row.MAILABLE_TYPES:
+        return EmailOutcome(
+            EmailResult.NOT_DUE,
+            "a co-speaker voucher is a discount, not a free ticket: no voucher email is sent "
+            "for it until it is upgraded to a grant voucher",
+        )
+    if grant is None or grant.email is None:
+        return EmailOutcome(EmailResult.NOT_DUE, "no grantee address to write to")
+    if grant.email_key != voucher.email_key:
+        return EmailOutcome(
+            EmailResult.NOT_DUE,
+            f"the grant's email changed after the voucher was issued to {voucher.email_key}; "
+            "nothing is sent until a person decides",
         )
     if voucher.email_state is EmailState.SENDING:
         return EmailOutcome(EmailResult.IN_PROGRESS, "the email is being sent right now")
@@ -171,77 +128,63 @@ def _why_not(voucher: ConferenceVoucher, *, resend: bool) -> EmailOutcome:
     return EmailOutcome(EmailResult.NOT_DUE, "no email is due for this voucher")
 
 
-def _compose(ctx: ServiceContext, claimed: _Claimed, *, resend: bool) -> OutgoingEmail:
-    config = claimed.conference
+def _compose(
+    ctx: ServiceContext, claim: voucher_row.EmailClaim, config: ConferenceConfig, *, resend: bool
+) -> OutgoingEmail:
     rendered = render_voucher_email(
         VoucherEmailContext(
-            grantee_name=claimed.to_name,
+            grantee_name=claim.to_name,
             conference_name=config.name,
-            code=claimed.code,
-            redeem_url=redeem_url(config.shop_url(ctx.pretix_url), claimed.code),
+            code=claim.code,
+            redeem_url=redeem_url(config.shop_url(ctx.pretix_url), claim.code),
             valid_until=config.voucher_valid_until,
             timezone=config.timezone,
-            voucher_kind="speaker" if claimed.kind is VoucherType.SPEAKER else "grant",
+            voucher_kind=_KINDS[claim.kind],
             resend=resend,
         )
     )
     return OutgoingEmail(
-        to_name=claimed.to_name,
-        to_address=claimed.to_address,
+        to_name=claim.to_name,
+        to_address=claim.to_address,
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,
         message_id=message_id(
-            ctx,
-            conference=config.code,
-            voucher_id=claimed.voucher_id,
-            generation=claimed.generation,
+            ctx, conference=config.code, voucher_id=claim.voucher_id, generation=claim.generation
         ),
-        headers={"X-Voucher-Bot-Grant": f"{config.code}/{claimed.grant_external_id}"},
+        headers={"X-Voucher-Bot-Grant": f"{config.code}/{claim.grant_external_id}"},
     )
 
 
-def _record_sent(ctx: ServiceContext, claimed: _Claimed) -> None:
-    with ctx.db.transaction() as session:
-        session.execute(
-            update(CV)
-            .where(CV.id == claimed.voucher_id, CV.email_state == EmailState.SENDING)
-            .values(
-                email_state=EmailState.SENT,
-                email_sent_at=ctx.clock(),
-                emails_sent=CV.emails_sent + 1,
-                email_lease_expires_at=None,
-                email_attempts=0,
-                email_next_attempt_at=None,
-                email_last_error=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
+# The wording follows the voucher's real type; only these types are ever claimed.
+_KINDS: dict[VoucherType, Literal["speaker", "grant"]] = {
+    VoucherType.SPEAKER: "speaker",
+    VoucherType.GRANT: "grant",
+}
 
 
-def _release(ctx: ServiceContext, claimed: _Claimed, error: MailerError) -> EmailOutcome:
+def _release(
+    ctx: ServiceContext, claim: voucher_row.EmailClaim, error: MailerError
+) -> EmailOutcome:
     """Give the claim back after a failed send: retry later, or stop on a permanent refusal."""
     now = ctx.clock()
-    permanent = isinstance(error, MailerRejected)
     with ctx.db.transaction() as session:
-        row = session.get(CV, claimed.voucher_id, with_for_update=True)
-        assert row is not None
-        row.email_attempts += 1
-        row.email_last_error = str(error)
-        row.email_lease_expires_at = None
-        retry_at: dt.datetime | None = None
-        if row.email_sent_at is not None:
-            # A failed resend: the earlier email stands; staff can ask to resend again.
-            row.email_state = EmailState.SENT
-        elif permanent or row.email_attempts >= ctx.max_email_attempts:
-            row.email_state = EmailState.FAILED
-        else:
-            row.email_state = EmailState.PENDING
-            retry_at = row.email_next_attempt_at = now + ctx.backoff(row.email_attempts)
-    log.warning("voucher email failed", voucher=claimed.voucher_id, error=str(error))
-    if retry_at is None:
-        return EmailOutcome(EmailResult.FAILED, f"email to {claimed.to_address} failed: {error}")
+        attempts = session.execute(
+            select(CV.email_attempts).where(CV.id == claim.voucher_id)
+        ).scalar_one()
+        retry_at = now + ctx.backoff(attempts + 1)
+        state = voucher_row.release_email(
+            session,
+            claim,
+            error=str(error),
+            permanent=isinstance(error, MailerRejected),
+            max_attempts=ctx.max_email_attempts,
+            retry_at=retry_at,
+        )
+    log.warning("voucher email failed", voucher=claim.voucher_id, error=str(error))
+    if state is not EmailState.PENDING:
+        return EmailOutcome(EmailResult.FAILED, f"email to {claim.to_address} failed: {error}")
     return EmailOutcome(
         EmailResult.RETRY_SCHEDULED,
-        f"email to {claimed.to_address} failed ({error}); will retry at {retry_at:%H:%M:%S} UTC",
+        f"email to {claim.to_address} failed ({error}); will retry at {retry_at:%H:%M:%S} UTC",
     )

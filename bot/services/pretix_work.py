@@ -1,0 +1,373 @@
+"""The act and record steps of provisioning: one reserved request to Pretix, then its answer.
+
+Runs outside any transaction. Every answer is checked against the request by the client (a
+replayed answer about another voucher is an error, never recorded), and recorded only while
+the row is still this request's (`voucher_row.Ticket`). A create whose row was revoked or
+restarted meanwhile deletes what it made, so Pretix keeps no orphan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Literal
+
+import structlog
+
+from bot.conferences import ConferenceConfig
+from bot.pretix import EventRef, PretixClient, Voucher, VoucherCreate, VoucherUpdate
+from bot.services import voucher_row
+from bot.services.context import ServiceContext
+from bot.services.outcomes import GrantRef, ProvisionOutcome, ProvisionResult, Step
+from bot.services.pretix_failures import FailureKind, PretixFailure, call_pretix
+from bot.storage import ConferenceVoucher, VoucherState, VoucherType
+
+log = structlog.get_logger(__name__)
+
+GRANT_TAG = "grant"
+UPGRADE_MARK = "Upgraded to a grant voucher"
+
+
+def grant_terms(config: ConferenceConfig) -> dict[str, Any]:
+    """Every field that decides what a grant voucher unlocks, for a create and an upgrade.
+
+    Free, one use, only the conference's quota or item, its validity, no quota bypass, no
+    add-ons or bundles included: a co-speaker voucher upgraded in place loses every other right.
+    """
+    return {
+        "max_usages": 1,
+        "min_usages": 1,
+        "price_mode": "set",
+        "value": Decimal("0.00"),
+        "quota": config.pretix_quota,
+        "item": config.pretix_item,
+        "valid_until": config.voucher_valid_until,
+        "block_quota": config.block_quota,
+        "allow_ignore_quota": False,
+        "all_addons_included": False,
+        "all_bundles_included": False,
+        "tag": GRANT_TAG,
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Work:
+    """A reserved request whose Pretix side must now be created or upgraded."""
+
+    action: Literal["create", "upgrade"]
+    ticket: voucher_row.Ticket
+    pretix_voucher_id: int | None
+    superseded_code: str | None
+    grant: GrantRef
+    conference: ConferenceConfig
+    steps: tuple[Step, ...]
+
+    @property
+    def event(self) -> EventRef:
+        """The Pretix event of the conference."""
+        return EventRef(self.conference.pretix_organizer, self.conference.pretix_event)
+
+    @property
+    def code(self) -> str:
+        """The voucher code the request is about."""
+        return self.ticket.code
+
+
+def run_work(ctx: ServiceContext, work: Work) -> ProvisionOutcome:
+    """Call Pretix for reserved work, then record what it said."""
+    assert ctx.pretix is not None  # work is reserved only when Pretix is configured
+    if work.action == "create":
+        return _create(ctx, ctx.pretix, work)
+    return _upgrade(ctx, ctx.pretix, work)
+
+
+def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionOutcome:
+    config = work.conference
+    if config.voucher_valid_until is not None and config.voucher_valid_until <= ctx.clock():
+        return _settle(
+            ctx,
+            work,
+            VoucherState.FAILED,
+            f"voucher_valid_until of {config.code} ({config.voucher_valid_until:%Y-%m-%d}) "
+            "is in the past; fix the configuration, then retry",
+        )
+    if work.superseded_code is not None:
+        cleared = _clear_superseded(ctx, pretix, work)
+        if cleared is not None:
+            return cleared
+    request = VoucherCreate(
+        code=work.code,
+        comment=(
+            f"Financial aid grant {work.grant.external_id} for {work.grant.full_name} "
+            f"({config.code}), issued by voucher-bot"
+        ),
+        **grant_terms(config),
+    )
+    event, scope = work.event, work.ticket.key_scope(work.event)
+    created = call_pretix(lambda: pretix.create_voucher(event, request, idempotency_key=scope))
+    result = ProvisionResult.CREATED
+    if isinstance(created, PretixFailure) and created.kind is FailureKind.CODE_TAKEN:
+        # Our code is unguessable, so a voucher with it is ours from an earlier attempt
+        # whose answer was lost (crash, timeout, idempotency key forgotten): adopt it.
+        found = call_pretix(lambda: pretix.find_voucher_by_code(event, work.code))
+        created = (
+            PretixFailure(
+                FailureKind.UNAVAILABLE, True, "Pretix says the code exists but cannot find it"
+            )
+            if found is None
+            else found
+        )
+        result = ProvisionResult.ADOPTED
+    if isinstance(created, PretixFailure):
+        return _failed(ctx, work, created)
+    verb = "created" if result is ProvisionResult.CREATED else "adopted existing"
+    step = Step("pretix", ok=True, detail=f"{verb} voucher #{created.id} ({created.code})")
+    if not _record(ctx, work, created, upgraded=False):
+        return _lost_create(ctx, pretix, work, created)
+    return _done(
+        work,
+        result,
+        f"Grant voucher {created.code} {verb.split(maxsplit=1)[0]} in Pretix "
+        f"for {work.grant.full_name}.",
+        created,
+        step,
+    )
+
+
+def _clear_superseded(
+    ctx: ServiceContext, pretix: PretixClient, work: Work
+) -> ProvisionOutcome | None:
+    """Delete a voucher with the revoked code that landed after the revoke looked."""
+    old = work.superseded_code
+    assert old is not None
+    event = work.event
+    found = call_pretix(lambda: pretix.find_voucher_by_code(event, old))
+    if isinstance(found, PretixFailure):
+        return _failed(ctx, work, found)
+    if found is not None:
+        if found.redeemed > 0:
+            return _settle(
+                ctx,
+                work,
+                VoucherState.NEEDS_REVIEW,
+                f"the revoked voucher {old} exists in Pretix after all and was used; "
+                "a person must decide before a new one is issued",
+            )
+        gone = call_pretix(
+            lambda: pretix.delete_voucher(
+                event, found.id, idempotency_key=work.ticket.key_scope(event)
+            )
+        )
+        if isinstance(gone, PretixFailure) and gone.kind is not FailureKind.NOT_FOUND:
+            return _failed(ctx, work, gone)
+        log.warning(
+            "deleted a voucher that landed after its revoke", voucher=work.ticket.voucher_id
+        )
+    with ctx.db.transaction() as session:
+        voucher_row.record_superseded_gone(session, work.ticket)
+    return None
+
+
+def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionOutcome:
+    event = work.event
+    known_id = work.pretix_voucher_id
+    current: Voucher | PretixFailure | None
+    if known_id is not None:
+        current = call_pretix(lambda: pretix.get_voucher(event, known_id))
+    else:
+        current = call_pretix(lambda: pretix.find_voucher_by_code(event, work.code))
+    if current is None or (
+        isinstance(current, PretixFailure) and current.kind is FailureKind.NOT_FOUND
+    ):
+        return _settle(
+            ctx,
+            work,
+            VoucherState.NEEDS_REVIEW,
+            f"{work.grant.full_name}'s co-speaker voucher {work.code} is not in Pretix; "
+            "a person must decide what to issue",
+        )
+    if isinstance(current, PretixFailure):
+        return _failed(ctx, work, current)
+    if current.redeemed > 0:
+        return _settle(
+            ctx,
+            work,
+            VoucherState.NEEDS_REVIEW,
+            f"{work.grant.full_name}'s co-speaker voucher {current.code} was already used "
+            f"({current.redeemed} of {current.max_usages}); it was not changed. "
+            "A person must decide (e.g. refund the difference)",
+        )
+    comment = current.comment or ""
+    if UPGRADE_MARK not in comment:
+        note = f"{UPGRADE_MARK} for grant {work.grant.external_id} by voucher-bot"
+        comment = f"{comment}\n{note}".strip()
+    changes = VoucherUpdate(comment=comment, **grant_terms(work.conference))
+    scope, pretix_id = work.ticket.key_scope(event), current.id
+    updated = call_pretix(
+        lambda: pretix.update_voucher(
+            event, pretix_id, changes, idempotency_key=scope, code=work.code
+        )
+    )
+    if isinstance(updated, PretixFailure):
+        return _failed(ctx, work, updated)
+    step = Step(
+        "pretix",
+        ok=True,
+        detail=f"voucher #{updated.id} changed to price {updated.price_mode} {updated.value}",
+    )
+    if not _record(ctx, work, updated, upgraded=True):
+        return _superseded(work)
+    return _done(
+        work,
+        ProvisionResult.UPGRADED,
+        f"Co-speaker voucher {updated.code} upgraded to a free grant voucher for "
+        f"{work.grant.full_name}.",
+        updated,
+        step,
+    )
+
+
+def _record(ctx: ServiceContext, work: Work, voucher: Voucher, *, upgraded: bool) -> bool:
+    with ctx.db.transaction() as session:
+        won = voucher_row.record_created(
+            session,
+            work.ticket,
+            pretix_voucher_id=voucher.id,
+            code=voucher.code,
+            upgraded=upgraded,
+        )
+    if not won:
+        log.warning("voucher row settled by another worker", voucher=work.ticket.voucher_id)
+    return won
+
+
+def _lost_create(
+    ctx: ServiceContext, pretix: PretixClient, work: Work, created: Voucher
+) -> ProvisionOutcome:
+    """Our create landed but the row is no longer this request's: keep no orphan.
+
+    When the row now points at another code (restarted) or was revoked meanwhile, the voucher
+    just made is nobody's: delete it. When another worker recorded this very voucher (a
+    takeover after a lost lease), it stays.
+    """
+    with ctx.db.transaction() as session:
+        row = session.get(ConferenceVoucher, work.ticket.voucher_id)
+        orphan = row is None or (
+            row.code.upper() != created.code.upper()
+            or row.state in (VoucherState.REVOKED, VoucherState.REVOKING)
+        )
+    if not orphan:
+        return _superseded(work)
+    event = work.event
+    gone = call_pretix(
+        lambda: pretix.delete_voucher(
+            event, created.id, idempotency_key=work.ticket.key_scope(event)
+        )
+    )
+    deleted = not isinstance(gone, PretixFailure) or gone.kind is FailureKind.NOT_FOUND
+    log.warning(
+        "create landed after its row was revoked or restarted",
+        voucher=work.ticket.voucher_id,
+        deleted=deleted,
+    )
+    detail = (
+        "the voucher it made was deleted again"
+        if deleted
+        else f"deleting the voucher it made failed ({gone.reason if gone else ''}): "
+        "delete it in Pretix by hand"
+    )
+    return _outcome(
+        work,
+        ProvisionResult.NEEDS_REVIEW if not deleted else ProvisionResult.IN_PROGRESS,
+        f"{work.grant.full_name}'s voucher was revoked or replaced while Pretix created "
+        f"{created.code}; {detail}.",
+        Step("record", ok=deleted, detail=detail),
+    )
+
+
+def _failed(ctx: ServiceContext, work: Work, failure: PretixFailure) -> ProvisionOutcome:
+    if not failure.retryable:
+        return _settle(ctx, work, VoucherState.FAILED, failure.reason)
+    with ctx.db.transaction() as session:
+        counted = voucher_row.record_transient_failure(
+            session,
+            work.ticket,
+            reason=failure.reason,
+            max_attempts=ctx.max_attempts,
+            now=ctx.clock(),
+            backoff=ctx.backoff,
+        )
+    if counted is None:
+        return _superseded(work)
+    attempts, retry_at = counted
+    if retry_at is None:
+        return _failure(
+            work,
+            f"gave up after {attempts} attempts: {failure.reason}",
+            ProvisionResult.FAILED,
+            attempt=attempts,
+        )
+    return _failure(
+        work,
+        f"{failure.reason}. Will retry at {retry_at:%H:%M:%S} UTC "
+        f"(attempt {attempts} of {ctx.max_attempts}).",
+        ProvisionResult.RETRY_SCHEDULED,
+        attempt=attempts,
+    )
+
+
+def _settle(ctx: ServiceContext, work: Work, state: VoucherState, reason: str) -> ProvisionOutcome:
+    """A permanent failure, or a case for a person: the row waits for staff."""
+    with ctx.db.transaction() as session:
+        won = voucher_row.settle(session, work.ticket, state=state, reason=reason)
+    if not won:
+        return _superseded(work)
+    result = (
+        ProvisionResult.NEEDS_REVIEW
+        if state is VoucherState.NEEDS_REVIEW
+        else ProvisionResult.FAILED
+    )
+    return _failure(work, reason, result)
+
+
+def _superseded(work: Work) -> ProvisionOutcome:
+    return _outcome(
+        work,
+        ProvisionResult.IN_PROGRESS,
+        f"Another worker took over {work.grant.full_name}'s voucher {work.code} while this "
+        "one waited for Pretix; its result stands.",
+        Step("record", ok=True, detail="left to the worker that took over"),
+    )
+
+
+def _failure(
+    work: Work, reason: str, result: ProvisionResult, *, attempt: int | None = None
+) -> ProvisionOutcome:
+    outcome = _outcome(
+        work, result, reason[:1].upper() + reason[1:], Step("pretix", ok=False, detail=reason)
+    )
+    return replace(outcome, attempt=attempt)
+
+
+def _done(
+    work: Work, result: ProvisionResult, message: str, voucher: Voucher, step: Step
+) -> ProvisionOutcome:
+    outcome = _outcome(work, result, message, step)
+    return replace(
+        outcome,
+        voucher_code=voucher.code,
+        voucher_type=VoucherType.GRANT,
+        pretix_voucher_id=voucher.id,
+    )
+
+
+def _outcome(work: Work, result: ProvisionResult, message: str, step: Step) -> ProvisionOutcome:
+    return ProvisionOutcome(
+        result=result,
+        message=message,
+        grant=work.grant,
+        voucher_code=work.code,
+        pretix_voucher_id=work.pretix_voucher_id,
+        voucher_id=work.ticket.voucher_id,
+        steps=(*work.steps, step),
+    )

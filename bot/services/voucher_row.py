@@ -1,0 +1,640 @@
+"""The one writer of a voucher row's states, leases, attempts, generations and email columns.
+
+Every change is a named transition: one conditional UPDATE (or INSERT) that says whether it
+won. A transition that lost changed nothing, and its caller must not act on the row: another
+worker, a revoke or a person got there first. Nobody else writes these columns.
+
+A request to Pretix is reserved as a `Ticket`: the state it runs in, the code, the request
+generation and the nonce. Only the holder of a live ticket can record the answer, and a new
+generation (a retry after a failure, a revoke) draws a new nonce, so its idempotency key is new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, exists, false, or_, select, true, update
+from sqlalchemy.orm import Session, aliased
+
+from bot.pretix import EventRef, KeyScope
+from bot.storage import (
+    ConferenceVoucher,
+    EmailState,
+    Grant,
+    VoucherState,
+    VoucherType,
+    insert_ignoring_conflict,
+)
+
+CV = ConferenceVoucher
+
+# Voucher types whose email the bot sends: a co-speaker voucher is a discount, never
+# announced as a free ticket (it is upgraded to a grant voucher first).
+MAILABLE_TYPES = (VoucherType.GRANT, VoucherType.SPEAKER)
+
+
+def new_nonce() -> str:
+    """A fresh random nonce for one request generation."""
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ticket:
+    """A Pretix request reserved on a voucher row; its holder alone may record the answer."""
+
+    voucher_id: int
+    state: VoucherState  # the state the request runs in: creating, upgrading or revoking
+    code: str
+    generation: int
+    nonce: str
+
+    def key_scope(self, event: EventRef) -> KeyScope:
+        """The idempotency key scope of this request (event, row, generation and nonce)."""
+        subject = f"{event.organizer}/{event.event}:v{self.voucher_id}:g{self.generation}"
+        return KeyScope(subject=subject, nonce=self.nonce)
+
+    def holds(self) -> ColumnElement[bool]:
+        """SQL: the row is still in this ticket's request."""
+        return and_(
+            CV.id == self.voucher_id,
+            CV.state == self.state,
+            CV.code == self.code,
+            CV.request_generation == self.generation,
+            CV.request_nonce == self.nonce,
+        )
+
+
+def lease_over(now: dt.datetime) -> ColumnElement[bool]:
+    """SQL: nobody (alive) holds the row's Pretix lease."""
+    return or_(CV.lease_expires_at.is_(None), CV.lease_expires_at <= now)
+
+
+def email_lease_over(now: dt.datetime) -> ColumnElement[bool]:
+    """SQL: nobody (alive) holds the row's email claim."""
+    return or_(CV.email_lease_expires_at.is_(None), CV.email_lease_expires_at <= now)
+
+
+def email_due(now: dt.datetime) -> ColumnElement[bool]:
+    """SQL: the voucher email was never sent, nobody alive is sending it, and it can go out.
+
+    It goes only to the address the voucher was reserved for: a grant whose email changed
+    since waits for a person. The claim and the reconciler's search share this one rule.
+    """
+    return and_(
+        CV.state == VoucherState.CREATED,
+        CV.voucher_type.in_(MAILABLE_TYPES),
+        CV.email_sent_at.is_(None),
+        or_(
+            CV.email_state == EmailState.PENDING,
+            and_(CV.email_state == EmailState.SENDING, email_lease_over(now)),
+        ),
+        _addressed_as_reserved(),
+    )
+
+
+def _addressed_as_reserved() -> ColumnElement[bool]:
+    grant = aliased(Grant)  # an alias of its own, so it never correlates with a joined Grant
+    return exists(
+        select(grant.id).where(
+            grant.id == CV.grant_id,
+            grant.email_key == CV.email_key,
+            grant.email.is_not(None),
+        )
+    )
+
+
+def _won(session: Session, where: ColumnElement[bool], values: dict[str, Any]) -> bool:
+    row = session.execute(
+        update(CV)
+        .where(where)
+        .values(**values)
+        .returning(CV.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return row is not None
+
+
+# --- reserving a Pretix request --------------------------------------------------------------
+
+
+def reserve_new(
+    session: Session,
+    *,
+    conference_id: int,
+    email_key: str,
+    grant_id: int,
+    code: str,
+    lease_until: dt.datetime,
+) -> Ticket | None:
+    """Insert the person's grant voucher row in `creating`; None when the person has a row."""
+    nonce = new_nonce()
+    voucher_id = insert_ignoring_conflict(
+        session,
+        CV,
+        {
+            "conference_id": conference_id,
+            "email_key": email_key,
+            "grant_id": grant_id,
+            "voucher_type": VoucherType.GRANT,
+            "code": code,
+            "state": VoucherState.CREATING,
+            "lease_expires_at": lease_until,
+            "email_state": EmailState.NOT_DUE,
+            "request_nonce": nonce,
+        },
+        conflict=["conference_id", "email_key"],
+    )
+    if voucher_id is None:
+        return None
+    return Ticket(
+        voucher_id=voucher_id, state=VoucherState.CREATING, code=code, generation=0, nonce=nonce
+    )
+
+
+def _begin(
+    session: Session,
+    row: ConferenceVoucher,
+    *,
+    state: VoucherState,
+    now: dt.datetime,
+    lease_until: dt.datetime,
+    fresh: bool,
+    extra: dict[str, Any] | None = None,
+) -> Ticket | None:
+    """Move the row (as the caller read it) into a request, if nobody changed it meanwhile.
+
+    `fresh` starts a new request generation with a new nonce; otherwise the request resumes
+    with the same key, so Pretix replays the answer of an attempt that did land.
+    """
+    generation = row.request_generation + 1 if fresh else row.request_generation
+    nonce = new_nonce() if fresh or row.request_nonce is None else row.request_nonce
+    code = (extra or {}).get("code", row.code)
+    values: dict[str, Any] = {
+        "state": state,
+        "lease_expires_at": lease_until,
+        "request_generation": generation,
+        "request_nonce": nonce,
+        **(extra or {}),
+    }
+    if fresh:
+        values |= {"attempts": 0, "next_attempt_at": None, "last_error": None}
+    unchanged = and_(
+        CV.id == row.id,
+        CV.state == row.state,
+        CV.code == row.code,
+        CV.request_generation == row.request_generation,
+        lease_over(now),
+    )
+    if not _won(session, unchanged, values):
+        return None
+    return Ticket(voucher_id=row.id, state=state, code=code, generation=generation, nonce=nonce)
+
+
+def resume(
+    session: Session, row: ConferenceVoucher, *, now: dt.datetime, lease_until: dt.datetime
+) -> Ticket | None:
+    """Take over a `creating` or `upgrading` row whose worker died or backed off."""
+    return _begin(session, row, state=row.state, now=now, lease_until=lease_until, fresh=False)
+
+
+def begin_upgrade(
+    session: Session, row: ConferenceVoucher, *, now: dt.datetime, lease_until: dt.datetime
+) -> Ticket | None:
+    """Start upgrading a co-speaker voucher in Pretix to the grant terms."""
+    return _begin(
+        session, row, state=VoucherState.UPGRADING, now=now, lease_until=lease_until, fresh=True
+    )
+
+
+def retry_failed(
+    session: Session, row: ConferenceVoucher, *, now: dt.datetime, lease_until: dt.datetime
+) -> Ticket | None:
+    """Start a failed row's request again, as a new request (never a replay of the failure)."""
+    state = (
+        VoucherState.UPGRADING
+        if row.voucher_type is VoucherType.CO_SPEAKER
+        else VoucherState.CREATING
+    )
+    return _begin(session, row, state=state, now=now, lease_until=lease_until, fresh=True)
+
+
+def restart_after_revoke(
+    session: Session,
+    row: ConferenceVoucher,
+    *,
+    code: str,
+    now: dt.datetime,
+    lease_until: dt.datetime,
+) -> Ticket | None:
+    """A grant confirmed again after its voucher was revoked gets a new grant voucher code.
+
+    The old code is kept as `superseded_code`: a create for it may still have landed in
+    Pretix after the revoke looked, and the new create deletes such a voucher first.
+    """
+    return _begin(
+        session,
+        row,
+        state=VoucherState.CREATING,
+        now=now,
+        lease_until=lease_until,
+        fresh=True,
+        extra={
+            "code": code,
+            "superseded_code": row.code if row.pretix_voucher_id is None else None,
+            "voucher_type": VoucherType.GRANT,
+            "original_type": None,
+            "pretix_voucher_id": None,
+            "email_state": EmailState.NOT_DUE,
+            "email_sent_at": None,
+            "email_attempts": 0,
+            "email_next_attempt_at": None,
+            "email_last_error": None,
+            "email_generation": row.email_generation + 1,
+        },
+    )
+
+
+def begin_revoke(
+    session: Session, row: ConferenceVoucher, *, now: dt.datetime, lease_until: dt.datetime
+) -> Ticket | None:
+    """Start deleting the row's voucher in Pretix; each revoke is a new request."""
+    return _begin(
+        session, row, state=VoucherState.REVOKING, now=now, lease_until=lease_until, fresh=True
+    )
+
+
+# --- recording what Pretix said -------------------------------------------------------------
+
+
+def record_created(
+    session: Session, ticket: Ticket, *, pretix_voucher_id: int, code: str, upgraded: bool
+) -> bool:
+    """The voucher exists in Pretix with the grant terms; its email becomes due."""
+    values: dict[str, Any] = {
+        "state": VoucherState.CREATED,
+        "pretix_voucher_id": pretix_voucher_id,
+        "code": code,
+        "lease_expires_at": None,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "last_error": None,
+        "superseded_code": None,
+    }
+    if upgraded:
+        # The grant email goes out even if a co-speaker one did.
+        values |= {
+            "original_type": CV.voucher_type,
+            "voucher_type": VoucherType.GRANT,
+            "email_sent_at": None,
+            "email_attempts": 0,
+            "email_next_attempt_at": None,
+            "email_last_error": None,
+            "email_generation": CV.email_generation + 1,
+        }
+    due: ColumnElement[bool] = CV.grant_id.is_not(None)
+    if not upgraded:
+        due = and_(due, CV.email_sent_at.is_(None))
+    values["email_state"] = case((due, EmailState.PENDING), else_=EmailState.NOT_DUE)
+    return _won(session, ticket.holds(), values)
+
+
+def record_superseded_gone(session: Session, ticket: Ticket) -> bool:
+    """The superseded code of a restarted row is not (or no longer) in Pretix."""
+    return _won(session, ticket.holds(), {"superseded_code": None})
+
+
+def record_transient_failure(
+    session: Session,
+    ticket: Ticket,
+    *,
+    reason: str,
+    max_attempts: int,
+    now: dt.datetime,
+    backoff: Callable[[int], dt.timedelta],
+) -> tuple[int, dt.datetime | None] | None:
+    """Count a failed attempt: (attempts, retry time), or at `max_attempts` (attempts, None)
+    and the row fails for good. None when the request is no longer this ticket's."""
+    current = session.execute(
+        select(CV.attempts).where(ticket.holds()).with_for_update()
+    ).scalar_one_or_none()
+    if current is None:
+        return None
+    attempts = current + 1
+    retry_at = None if attempts >= max_attempts else now + backoff(attempts)
+    _won(
+        session,
+        ticket.holds(),
+        {
+            "attempts": attempts,
+            "last_error": reason,
+            "lease_expires_at": None,
+            "next_attempt_at": retry_at,
+            "state": VoucherState.FAILED if retry_at is None else ticket.state,
+        },
+    )
+    return attempts, retry_at
+
+
+def settle(session: Session, ticket: Ticket, *, state: VoucherState, reason: str) -> bool:
+    """End the request in `failed` or `needs_review`, with the reason for a person."""
+    assert state in (VoucherState.FAILED, VoucherState.NEEDS_REVIEW)
+    return _won(
+        session,
+        ticket.holds(),
+        {"state": state, "last_error": reason, "lease_expires_at": None, "next_attempt_at": None},
+    )
+
+
+def finish_revoke(session: Session, ticket: Ticket) -> bool:
+    """The voucher is gone from Pretix."""
+    return _won(
+        session,
+        ticket.holds(),
+        {"state": VoucherState.REVOKED, "last_error": None, "lease_expires_at": None},
+    )
+
+
+def abandon_revoke(session: Session, ticket: Ticket, *, back_to: VoucherState, reason: str) -> bool:
+    """The voucher stays (used, or Pretix unavailable): the row returns to where it was."""
+    return _won(
+        session,
+        ticket.holds(),
+        {"state": back_to, "last_error": reason, "lease_expires_at": None},
+    )
+
+
+def revoke_late_create(session: Session, *, voucher_id: int, code: str) -> bool:
+    """A create that landed after its row was revoked was deleted: nothing more to do."""
+    return _won(
+        session,
+        and_(CV.id == voucher_id, CV.superseded_code == code),
+        {"superseded_code": None},
+    )
+
+
+def push_back(session: Session, voucher_ids: list[int], *, until: dt.datetime) -> None:
+    """Hide rows this replica is about to work on from the other replicas' next pass."""
+    if voucher_ids:
+        session.execute(
+            update(CV)
+            .where(CV.id.in_(voucher_ids))
+            .values(next_attempt_at=until)
+            .execution_options(synchronize_session=False)
+        )
+
+
+# --- the person's row and its grant -----------------------------------------------------------
+
+
+def link_grant(session: Session, *, voucher_id: int, grant_id: int) -> bool:
+    """A voucher made elsewhere (a speaker's or co-speaker's) meets the person's grant."""
+    return _won(session, and_(CV.id == voucher_id, CV.grant_id.is_(None)), {"grant_id": grant_id})
+
+
+def make_email_due(session: Session, *, voucher_id: int) -> bool:
+    """A created voucher whose email never went out: it is due now."""
+    return _won(
+        session,
+        and_(
+            CV.id == voucher_id,
+            CV.state == VoucherState.CREATED,
+            CV.voucher_type.in_(MAILABLE_TYPES),
+            CV.email_sent_at.is_(None),
+            CV.email_state == EmailState.NOT_DUE,
+        ),
+        {"email_state": EmailState.PENDING},
+    )
+
+
+def record_external_voucher(
+    session: Session,
+    *,
+    conference_id: int,
+    email_key: str,
+    kind: VoucherType,
+    code: str,
+    pretix_voucher_id: int | None,
+    email_sent_at: dt.datetime | None,
+) -> int | None:
+    """Insert a voucher made elsewhere (a speaker voucher); None when the person has a row."""
+    return insert_ignoring_conflict(
+        session,
+        CV,
+        {
+            "conference_id": conference_id,
+            "email_key": email_key,
+            "voucher_type": kind,
+            "code": code,
+            "pretix_voucher_id": pretix_voucher_id,
+            "state": VoucherState.CREATED,
+            "email_state": EmailState.SENT if email_sent_at else EmailState.NOT_DUE,
+            "email_sent_at": email_sent_at,
+        },
+        conflict=["conference_id", "email_key"],
+    )
+
+
+def merge_external_voucher(
+    session: Session,
+    *,
+    voucher_id: int,
+    pretix_voucher_id: int | None,
+    raise_to: VoucherType | None,
+    email_sent_at: dt.datetime | None,
+) -> bool:
+    """What a later notification adds to a known voucher made elsewhere; True if it changed."""
+    changed = False
+    if pretix_voucher_id is not None:
+        changed |= _won(
+            session,
+            and_(CV.id == voucher_id, CV.pretix_voucher_id.is_(None)),
+            {"pretix_voucher_id": pretix_voucher_id},
+        )
+    if raise_to is not None:
+        changed |= _won(
+            session,
+            and_(
+                CV.id == voucher_id,
+                CV.state == VoucherState.CREATED,
+                CV.voucher_type == VoucherType.CO_SPEAKER,
+                CV.original_type.is_(None),
+            ),
+            {"voucher_type": raise_to},
+        )
+    if email_sent_at is not None:
+        changed |= _won(
+            session,
+            and_(CV.id == voucher_id, CV.email_sent_at.is_(None)),
+            {"email_sent_at": email_sent_at, "email_state": EmailState.SENT},
+        )
+    return changed
+
+
+# --- the voucher email ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmailClaim:
+    """A won claim on a voucher's email: what to send, to whom, as which generation."""
+
+    voucher_id: int
+    code: str
+    kind: VoucherType
+    generation: int
+    to_name: str
+    to_address: str
+    grant_external_id: str
+    conference_id: int
+
+
+def claim_email(
+    session: Session,
+    *,
+    voucher_id: int,
+    now: dt.datetime,
+    lease_until: dt.datetime,
+    resend: bool,
+) -> EmailClaim | None:
+    """Claim the email (or, with `resend`, a new sending of it); None when not ours."""
+    if resend:
+        due = and_(
+            CV.state == VoucherState.CREATED,
+            CV.voucher_type.in_(MAILABLE_TYPES),
+            or_(CV.email_state != EmailState.SENDING, email_lease_over(now)),
+            _addressed_as_reserved(),
+        )
+        values: dict[str, Any] = {"email_generation": CV.email_generation + 1}
+    else:
+        due, values = email_due(now), {}
+    row = session.execute(
+        update(CV)
+        .where(CV.id == voucher_id, due)
+        .values(email_state=EmailState.SENDING, email_lease_expires_at=lease_until, **values)
+        .returning(
+            CV.id,
+            CV.code,
+            CV.voucher_type,
+            CV.email_generation,
+            CV.conference_id,
+            CV.grant_id,
+            CV.email_key,
+        )
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    # The claim required the grant's email to be the one the voucher was reserved for; read
+    # it with that same condition, so an address changed this instant is never used.
+    grant = session.execute(
+        select(Grant.full_name, Grant.email, Grant.external_id).where(
+            Grant.id == row.grant_id, Grant.email_key == row.email_key
+        )
+    ).first()
+    claim = EmailClaim(
+        voucher_id=row.id,
+        code=row.code,
+        kind=VoucherType(row.voucher_type),
+        generation=row.email_generation,
+        conference_id=row.conference_id,
+        to_name=grant.full_name if grant else "",
+        to_address=(grant.email if grant else None) or "",
+        grant_external_id=grant.external_id if grant else "",
+    )
+    if not claim.to_address:
+        session.execute(
+            update(CV)
+            .where(_claimed(claim))
+            .values(email_state=EmailState.PENDING, email_lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return None
+    return claim
+
+
+def record_email_sent(session: Session, claim: EmailClaim, *, now: dt.datetime) -> bool:
+    """The SMTP server accepted the message."""
+    return _won(
+        session,
+        _claimed(claim),
+        {
+            "email_state": EmailState.SENT,
+            "email_sent_at": now,
+            "emails_sent": CV.emails_sent + 1,
+            "email_lease_expires_at": None,
+            "email_attempts": 0,
+            "email_next_attempt_at": None,
+            "email_last_error": None,
+        },
+    )
+
+
+def release_email(
+    session: Session,
+    claim: EmailClaim,
+    *,
+    error: str,
+    permanent: bool,
+    max_attempts: int,
+    retry_at: dt.datetime,
+) -> EmailState | None:
+    """Give a failed send back: retry later, stop for good, or (a resend) keep `sent`."""
+    attempts = CV.email_attempts + 1
+    state = case(
+        (CV.email_sent_at.is_not(None), EmailState.SENT),
+        (or_(attempts >= max_attempts, true() if permanent else false()), EmailState.FAILED),
+        else_=EmailState.PENDING,
+    )
+    row = session.execute(
+        update(CV)
+        .where(_claimed(claim))
+        .values(
+            email_attempts=attempts,
+            email_last_error=error,
+            email_lease_expires_at=None,
+            email_state=state,
+            email_next_attempt_at=case(
+                (state == EmailState.PENDING, retry_at), else_=CV.email_next_attempt_at
+            ),
+        )
+        .returning(CV.email_state)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return None if row is None else EmailState(row[0])
+
+
+def _claimed(claim: EmailClaim) -> ColumnElement[bool]:
+    return and_(
+        CV.id == claim.voucher_id,
+        CV.email_state == EmailState.SENDING,
+        CV.email_generation == claim.generation,
+    )
+
+
+def reopen_failed_email(session: Session, *, conference_id: int, email_key: str) -> bool:
+    """A staff Retry makes an email that gave up due again."""
+    return _won(
+        session,
+        and_(
+            CV.conference_id == conference_id,
+            CV.email_key == email_key,
+            CV.state == VoucherState.CREATED,
+            CV.email_state == EmailState.FAILED,
+            CV.email_sent_at.is_(None),
+        ),
+        {"email_state": EmailState.PENDING, "email_attempts": 0, "email_next_attempt_at": None},
+    )
+
+
+def push_back_emails(session: Session, voucher_ids: list[int], *, until: dt.datetime) -> None:
+    """Hide due emails this replica is about to send from the other replicas' next pass."""
+    if voucher_ids:
+        session.execute(
+            update(CV)
+            .where(CV.id.in_(voucher_ids))
+            .values(email_next_attempt_at=until)
+            .execution_options(synchronize_session=False)
+        )
