@@ -412,7 +412,7 @@ def test_an_unexpected_error_counts_as_an_attempt_and_never_stops_the_others(
     assert [o.result for o in outcomes] == [
         ProvisionResult.RETRY_SCHEDULED, ProvisionResult.CREATED, ProvisionResult.CREATED,
     ]  # fmt: skip
-    assert "unexpected error (RuntimeError)" in outcomes[0].message.lower()
+    assert "Unexpected error (RuntimeError)" in outcomes[0].message
     assert voucher_row(ctx.db, grant_ids[0]).attempts == 1
     last = provision_grant_voucher(ctx, grant_id=grant_ids[0], actor=TEST_ACTOR)
     assert last.result is ProvisionResult.FAILED

@@ -125,7 +125,11 @@ def _provision(
     if not decision.acts and not releasing:
         outcome = _answer(facts, decision)  # read-only: nothing to reserve or record
     else:
-        reserved = _reserve(
+        reserved = (
+            _reserve_new(ctx, facts)
+            if decision.action is Action.CREATE and not releasing
+            else None
+        ) or _reserve(
             ctx, grant_id=grant_id, actor=actor, releasing=releasing, background=background
         )
         outcome = run_work(ctx, reserved) if isinstance(reserved, Work) else reserved
@@ -153,6 +157,18 @@ def _voucher_id(ctx: ServiceContext, facts: Facts, outcome: ProvisionOutcome) ->
         return outcome.voucher_id
     assert facts.voucher is not None  # an outcome with a voucher names its row or had one
     return facts.voucher.id
+
+
+def _reserve_new(ctx: ServiceContext, facts: Facts) -> Work | None:
+    """The common case, a new grantee: one INSERT, no second read.
+
+    The unique key on (conference, email) is the lock: when the insert meets a row (another
+    worker, a voucher recorded meanwhile), None sends the caller to the full reserve.
+    """
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        taken = _take(session, ctx, facts, Decision(Action.CREATE), now=now)
+    return taken if isinstance(taken, Work) else None
 
 
 def _reserve(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Exists, and_, or_, select
+from sqlalchemy import Exists, select
 from sqlalchemy.orm import Session
 
 from bot.services.outcomes import GrantRef
@@ -10,9 +10,7 @@ from bot.storage import (
     Conference,
     ConferenceVoucher,
     Grant,
-    GrantStatus,
     VoucherState,
-    VoucherType,
 )
 
 
@@ -63,43 +61,4 @@ def live_voucher_of_person() -> Exists:
             ConferenceVoucher.state != VoucherState.REVOKED,
         )
         .exists()
-    )
-
-
-def provisioning_due() -> ColumnElement[bool]:
-    """SQL: a confirmed, unheld grant for which provisioning would still do something.
-
-    No live voucher yet; or a co-speaker voucher to upgrade; or a voucher made elsewhere
-    (a speaker's) not yet tied to the grant, whose email is then due. A grant whose email
-    changed after its voucher was issued waits for a person (provisioning says so).
-    """
-    person = (ConferenceVoucher.conference_id == Grant.conference_id) & (
-        ConferenceVoucher.email_key == Grant.email_key
-    )
-    unfinished_elsewhere = (
-        select(ConferenceVoucher.id)
-        .where(
-            person,
-            ConferenceVoucher.state == VoucherState.CREATED,
-            (ConferenceVoucher.voucher_type == VoucherType.CO_SPEAKER)
-            | ConferenceVoucher.grant_id.is_(None),
-        )
-        .exists()
-    )
-    moved = (
-        select(ConferenceVoucher.id)
-        .where(
-            ConferenceVoucher.conference_id == Grant.conference_id,
-            ConferenceVoucher.grant_id == Grant.id,
-            ConferenceVoucher.email_key != Grant.email_key,
-            ConferenceVoucher.state != VoucherState.REVOKED,
-        )
-        .exists()
-    )
-    return and_(
-        Grant.status == GrantStatus.CONFIRMED,
-        Grant.hold_reason.is_(None),
-        Grant.email_key.is_not(None),
-        ~moved,
-        or_(~live_voucher_of_person(), unfinished_elsewhere),
     )

@@ -22,7 +22,6 @@ from bot.services import voucher_row
 from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailOutcome, EmailResult, Step
 from bot.storage import (
-    Conference,
     ConferenceVoucher,
     EmailState,
     Grant,
@@ -51,8 +50,7 @@ def deliver_voucher_email(
         )
         if claim is None:
             return _why_not(session, voucher_id, resend=resend)
-        conference = session.get(Conference, claim.conference_id)
-        config = ctx.conference(conference.code) if conference else None
+        config = ctx.conference(claim.conference_code)
         if config is None:
             voucher_row.release_email(
                 session,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, aliased
 
 from bot.pretix import EventRef, KeyScope
 from bot.storage import (
+    Conference,
     ConferenceVoucher,
     EmailState,
     Grant,
@@ -489,6 +490,7 @@ class EmailClaim:
     to_address: str
     grant_external_id: str
     conference_id: int
+    conference_code: str
 
 
 def claim_email(
@@ -530,9 +532,9 @@ def claim_email(
     # The claim required the grant's email to be the one the voucher was reserved for; read
     # it with that same condition, so an address changed this instant is never used.
     grant = session.execute(
-        select(Grant.full_name, Grant.email, Grant.external_id).where(
-            Grant.id == row.grant_id, Grant.email_key == row.email_key
-        )
+        select(Grant.full_name, Grant.email, Grant.external_id, Conference.code)
+        .join(Conference, Conference.id == Grant.conference_id)
+        .where(Grant.id == row.grant_id, Grant.email_key == row.email_key)
     ).first()
     claim = EmailClaim(
         voucher_id=row.id,
@@ -540,6 +542,7 @@ def claim_email(
         kind=VoucherType(row.voucher_type),
         generation=row.email_generation,
         conference_id=row.conference_id,
+        conference_code=grant.code if grant else "",
         to_name=grant.full_name if grant else "",
         to_address=(grant.email if grant else None) or "",
         grant_external_id=grant.external_id if grant else "",
