@@ -295,21 +295,25 @@ def test_batch_errors_are_aligned_with_the_input_and_nothing_is_created(
 
     error = raised.value
     assert isinstance(error, PretixValidationError)
+    # Row 2 repeats row 0, but pretix looks for duplicates only once every row is valid.
     assert error.row_errors == [
         {},
         {"non_field_errors": ["A voucher with this code already exists."]},
-        {"code": ["Duplicate voucher code in request."]},
+        {},
         {"item": ['Invalid pk "999" - object does not exist.']},
     ]
-    assert error.failed_rows() == [1, 2, 3]
+    assert error.failed_rows() == [1, 3]
     assert error.code_taken_rows() == [1]
     assert error.code_taken
     assert error.messages() == [
         "row 1: A voucher with this code already exists.",
-        "row 2: code: Duplicate voucher code in request.",
         'row 3: item: Invalid pk "999" - object does not exist.',
     ]
     assert [v["code"] for v in pretix_server.all_vouchers()] == ["TAKEN-CODE"]
+
+    with pytest.raises(PretixBatchError) as again:
+        pretix_client.batch_create_vouchers(pretix_event, [rows[0], rows[2]])
+    assert again.value.row_errors == [{}, {"code": ["Duplicate voucher code in request."]}]
 
 
 def test_event_quota_item_organizers_and_events(
