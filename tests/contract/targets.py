@@ -83,9 +83,9 @@ class Target:
     redeem: Callable[[Voucher, int], None]  # make n orders' worth of redemptions
     wait_in_flight: Callable[[str], None]  # return once a request with this key is in flight
     slow_next_batch: Callable[[], None]  # make the next batch_create take a while
-    exchanges: list[Exchange] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _clients: list[PretixClient] = field(default_factory=list)
+    exchanges: list[Exchange] = field(default_factory=list, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _clients: list[PretixClient] = field(default_factory=list, init=False, repr=False)
 
     def client(self, **options: Any) -> PretixClient:
         """A PretixClient for this target that records; one attempt unless told otherwise."""
