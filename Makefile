@@ -6,13 +6,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test test-pretix lint bench install clean
 
 run: $(STAMP)
 	$(BIN)/python app.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Contract tests: the same client scenarios against a real pretix (started from ../shared,
+# first start ~3 min, then seconds; left running) and against the fake, answers compared.
+# up.sh prints the env, tokens included, on stdout: kept out of logs.
+PRETIX_SHARED ?= ../shared
+PRETIX_HARNESS_DIR ?= /tmp/pretix-harness
+PRETIX_UP_TIMEOUT ?= 900
+PRETIX_TEST_TIMEOUT ?= 600
+export PRETIX_HARNESS_DIR
+
+test-pretix: $(STAMP)
+	@test -f $(PRETIX_SHARED)/pretix-server/up.sh || \
+		{ echo "no $(PRETIX_SHARED)/pretix-server/up.sh: set PRETIX_SHARED"; exit 1; }
+	timeout $(PRETIX_UP_TIMEOUT) bash $(PRETIX_SHARED)/pretix-server/up.sh > /dev/null
+	set -a && . $(PRETIX_HARNESS_DIR)/env && set +a && PRETIX_CONTRACT=1 \
+		timeout $(PRETIX_TEST_TIMEOUT) $(BIN)/python -m pytest -m contract tests/contract $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

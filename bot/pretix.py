@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import math
 import re
 import time
 import uuid
@@ -468,17 +469,23 @@ class _TransientError(Exception):
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds asked for by Retry-After (delta-seconds or any HTTP-date); None if unreadable."""
     raw = response.headers.get("Retry-After")
     if raw is None:
         return None
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:
+        # "-0000" and asctime dates come back naive; HTTP-dates are always UTC (RFC 9110 5.6.7).
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 

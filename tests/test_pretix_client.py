@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from email.utils import format_datetime
@@ -298,21 +299,25 @@ def test_batch_errors_are_aligned_with_the_input_and_nothing_is_created(
 
     error = raised.value
     assert isinstance(error, PretixValidationError)
+    # Row 2 repeats row 0, but pretix looks for duplicates only once every row is valid.
     assert error.row_errors == [
         {},
         {"non_field_errors": ["A voucher with this code already exists."]},
-        {"code": ["Duplicate voucher code in request."]},
+        {},
         {"item": ['Invalid pk "999" - object does not exist.']},
     ]
-    assert error.failed_rows() == [1, 2, 3]
+    assert error.failed_rows() == [1, 3]
     assert error.code_taken_rows() == [1]
     assert error.code_taken
     assert error.messages() == [
         "row 1: A voucher with this code already exists.",
-        "row 2: code: Duplicate voucher code in request.",
         'row 3: item: Invalid pk "999" - object does not exist.',
     ]
     assert [v["code"] for v in pretix_server.all_vouchers()] == ["TAKEN-CODE"]
+
+    with pytest.raises(PretixBatchError) as again:
+        pretix_client.batch_create_vouchers(pretix_event, [rows[0], rows[2]])
+    assert again.value.row_errors == [{}, {"code": ["Duplicate voucher code in request."]}]
 
 
 def test_event_quota_item_organizers_and_events(
@@ -492,6 +497,70 @@ def test_retry_after_is_capped_and_may_be_a_date(
 
     assert pretix_sleep.calls[0] == 10.0
     assert 2.0 <= pretix_sleep.calls[1] <= 4.0
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_LONG_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _rfc850(when: datetime) -> str:
+    month = _MONTHS[when.month - 1]
+    return f"{_LONG_DAYS[when.weekday()]}, {when:%d}-{month}-{when:%y %H:%M:%S} GMT"
+
+
+def _asctime(when: datetime) -> str:
+    return f"{_DAYS[when.weekday()]} {_MONTHS[when.month - 1]} {when.day:>2} {when:%H:%M:%S %Y}"
+
+
+IN_20_S = "in 20 s"  # expected: the seconds until a date 20 s ahead (dates have 1 s resolution)
+BACKOFF = "backoff"  # expected: Retry-After unreadable, so the first backoff step (0.5-1.0 s)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (lambda at: "7", 7.0),
+        (lambda at: "0", 0.0),
+        (lambda at: "2.5", 2.5),
+        (lambda at: "-3", 0.0),
+        (lambda at: format_datetime(at, usegmt=True), IN_20_S),  # IMF-fixdate
+        (lambda at: format_datetime(at.replace(tzinfo=None)), IN_20_S),  # "... -0000"
+        (lambda at: format_datetime(at.astimezone(timezone(timedelta(hours=2)))), IN_20_S),
+        (_rfc850, IN_20_S),
+        (_asctime, IN_20_S),
+        (lambda at: format_datetime(at - timedelta(hours=1), usegmt=True), 0.0),  # past
+        (lambda at: _asctime(at - timedelta(hours=1)), 0.0),
+        (lambda at: "soon", BACKOFF),
+        (lambda at: "", BACKOFF),
+        (lambda at: "nan", BACKOFF),
+        (lambda at: "Sun, 99 Foo 2026 25:61:00 GMT", BACKOFF),
+    ],
+    ids=[
+        "seconds", "zero", "fraction", "negative", "imf-fixdate", "minus-0000", "offset",
+        "rfc850", "asctime", "past-date", "past-asctime", "garbage", "empty", "nan", "bad-date",
+    ],
+)  # fmt: skip
+def test_retry_after_every_form(
+    pretix_client: PretixClient,
+    pretix_server: FakePretix,
+    pretix_sleep: RecordingSleep,
+    header: Callable[[datetime], str],
+    expected: float | str,
+) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
+    pretix_server.fail_next(503, retry_after=header(at))
+
+    pretix_client.create_voucher(PYCON_2026, grant_voucher())
+
+    [wait] = pretix_sleep.calls
+    if expected == IN_20_S:
+        assert 17.0 <= wait <= 20.0
+    elif expected == BACKOFF:
+        assert 0.5 <= wait <= 1.0
+    else:
+        assert wait == expected
+    assert [w.status for w in pretix_server.writes()] == [503, 201]
 
 
 def test_backoff_grows_and_gives_up_after_max_attempts(

@@ -98,14 +98,26 @@ def test_pagination(http: httpx.Client, pretix_server: FakePretix) -> None:
     assert past.content == b'{"detail":"Invalid page."}'
 
 
-def test_a_missing_trailing_slash_is_a_404_html_page(
+def test_a_missing_trailing_slash_redirects_reads_and_deletes_and_is_a_404_for_writes(
     http: httpx.Client, pretix_server: FakePretix
 ) -> None:
-    for answer in (http.get(VOUCHERS[:-1]), post(http, {"code": "NO-SLASH"}, path=VOUCHERS[:-1])):
+    voucher = pretix_server.seed_voucher(code="KEEP-ME-1")
+    listed = http.get(f"{VOUCHERS[:-1]}?tag=x")
+    deleted = http.delete(f"{VOUCHERS}{voucher['id']}")
+    for answer in (listed, deleted):
+        assert answer.status_code == 301
+        assert answer.headers["content-type"].startswith("text/html")
+        assert answer.content == b""
+    assert listed.headers["location"] == f"{VOUCHERS}?tag=x"
+    assert deleted.headers["location"] == f"{VOUCHERS}{voucher['id']}/"
+    created = post(http, {"code": "NO-SLASH"}, path=VOUCHERS[:-1])
+    changed = http.patch(f"{VOUCHERS}{voucher['id']}", json={"tag": "x"})
+    unknown = http.get(f"{API}/nothing-here")
+    for answer in (created, changed, unknown):
         assert answer.status_code == 404
         assert answer.headers["content-type"].startswith("text/html")
         assert answer.text.startswith("<!DOCTYPE html>")
-    assert pretix_server.all_vouchers() == []
+    assert pretix_server.all_vouchers() == [voucher]
 
 
 def test_authentication_and_permission_answers(pretix_server: FakePretix) -> None:
@@ -201,7 +213,11 @@ def test_batch_create_is_all_or_nothing(http: httpx.Client, pretix_server: FakeP
     path = f"{VOUCHERS}batch_create/"
 
     refused = post(http, [{"code": "NEW-00001"}, {"code": "taken-code"}], path=path)
-    duplicate = post(http, [{"code": "NEW-00001"}, {"code": "new-00001"}], path=path)
+    duplicate = post(http, [{"code": "NEW-00001"}, {"code": "NEW-00001"}], path=path)
+    # A duplicate is only looked for once every row is valid...
+    mixed = post(http, [{"code": "NEW-00001"}, {"code": "NEW-00001"}, {"code": "AB"}], path=path)
+    # ...and compared as sent: the same code in two cases fails on saving, a 500 page.
+    cases = post(http, [{"code": "NEW-00001"}, {"code": "new-00001"}], path=path)
     created = post(http, [{"code": "NEW-00002"}, {"code": "NEW-00001"}], path=path)
 
     assert refused.status_code == 400
@@ -209,6 +225,9 @@ def test_batch_create_is_all_or_nothing(http: httpx.Client, pretix_server: FakeP
         b'[{},{"non_field_errors":["A voucher with this code already exists."]}]'
     )
     assert duplicate.content == b'[{},{"code":["Duplicate voucher code in request."]}]'
+    assert mixed.content == b'[{},{},{"code":["Ensure this field has at least 5 characters."]}]'
+    assert cases.status_code == 500
+    assert cases.headers["content-type"].startswith("text/html")
     assert created.status_code == 201
     assert [v["code"] for v in created.json()] == ["NEW-00002", "NEW-00001"]
     assert [v["code"] for v in pretix_server.all_vouchers()] == [

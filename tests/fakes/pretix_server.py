@@ -17,6 +17,23 @@ A request passes these layers, outermost first, as in a real deployment:
 4. Django REST framework: authentication (401), permission (403, also for an unknown
    organizer or event), `hang_next(..., while_processing=True)`, then the view;
 5. `drop_after_processing_next`: the answer is made (and stored), then the connection closes.
+
+Checked against a real pretix 2026.8 by the contract tests (`make test-pretix`,
+tests/contract/), which found these facts pretix-api.md did not spell out and the fake now follows:
+
+- `price_mode` "none" keeps a `value` that was given (on create and PATCH); pretix never clears it.
+- `batch_create` looks for the same code twice in the request only once every row is valid, so
+  a batch with a field error reports no duplicates; it compares the codes as sent, so the same
+  code in two cases gets past that check and the save fails on the unique index: a 500 page.
+- Redeeming adds each ticket's discount to `budget_used` (`redeem(..., discount=...)`).
+- A replayed answer whose stored headers name no Content-Type (a DELETE's 204) comes back as
+  `text/html; charset=utf-8` (Django's HttpResponse default).
+- Without the trailing slash, GET, HEAD and DELETE of an existing address get a 301 to it
+  (relative Location, query kept, empty body) before authentication; POST, PUT and PATCH a 404
+  page.
+- The 409 for a key in flight is Django's JsonResponse (`{"detail": "..."}`, with spaces) with
+  `Retry-After: 5`; a DELETE of a voucher that was ever in an order stays refused even after
+  the order is cancelled (the fake has no orders; `redeem` never goes back).
 """
 
 from __future__ import annotations
@@ -58,6 +75,12 @@ NOT_FOUND_HTML = (
     "<p>The page you requested was not found.</p></body></html>\n"
 )
 SERVER_ERROR_HTML = "<h1>Server Error (500)</h1>"
+# pretix's own error page (an exception in a view), trimmed: the real one links hashed assets.
+PRETIX_ERROR_HTML = (
+    "\n\n\n\n<!DOCTYPE html>\n<html>\n<head>\n    <title>Internal Server Error</title>\n"
+    '    <meta charset="utf-8">\n</head>\n<body>\n<div class="container">\n'
+    "    <h1>Internal Server Error</h1>\n</div>\n</body>\n</html>\n"
+)
 VOUCHER_FIELDS = (
     "id", "created", "code", "max_usages", "redeemed", "min_usages", "valid_until",
     "block_quota", "allow_ignore_quota", "price_mode", "value", "item", "variation", "quota",
@@ -344,13 +367,21 @@ class FakePretix:
             for row in rows
         ]
 
-    def redeem(self, voucher_id: int, n: int = 1) -> dict[str, Any]:
-        """Mark a voucher as used n more times (as if tickets were bought with it)."""
+    def redeem(
+        self, voucher_id: int, n: int = 1, *, discount: Decimal | str = "0.00"
+    ) -> dict[str, Any]:
+        """Mark a voucher as used n more times (as if tickets were bought with it).
+
+        `discount` is what each ticket cost less thanks to the voucher: pretix adds it to
+        `budget_used` (e.g. "100.00" for a free ticket of price 100).
+        """
         with self._lock:
             _, voucher = self._find(voucher_id)
             if voucher["redeemed"] + n > voucher["max_usages"]:
                 raise ValueError(f"voucher {voucher_id} cannot be redeemed {n} more time(s)")
             voucher["redeemed"] += n
+            used = Decimal(voucher["budget_used"]) + n * Decimal(str(discount))
+            voucher["budget_used"] = f"{used:.2f}"
             return dict(voucher)
 
     def all_vouchers(
@@ -560,6 +591,10 @@ class FakePretix:
             return _Answer(409, body, headers)
         if stored is not None:
             record.replayed = True
+            if not any(name.lower() == "content-type" for name, _ in stored.headers):
+                # Replayed as a Django HttpResponse: a stored 204 comes back as text/html.
+                html = ("Content-Type", "text/html; charset=utf-8")
+                return _Answer(stored.status, stored.body, (html, *stored.headers))
             return stored
         answer = self._app(call)
         with self._lock:
@@ -588,6 +623,15 @@ class FakePretix:
             match = pattern.match(call.path)
             if match is not None:
                 return self._dispatch(call, match, name, methods)
+        slashed = call.path + "/"
+        if call.method in {"GET", "HEAD", "DELETE"} and any(
+            p.match(slashed) for p, _, _ in _ROUTES
+        ):
+            # Django's APPEND_SLASH: a relative redirect, before authentication.
+            location = f"{slashed}?{call.query}" if call.query else slashed
+            return _Answer(
+                301, b"", (("Content-Type", "text/html; charset=utf-8"), ("Location", location))
+            )
         return _html(404, NOT_FOUND_HTML)  # Django: no URL pattern (e.g. no trailing slash)
 
     def _dispatch(
@@ -674,22 +718,29 @@ class FakePretix:
             raise _refuse(400, {"non_field_errors": [message]})
         cleaned: list[dict[str, Any]] = []
         errors: list[dict[str, list[str]]] = []
-        in_request: set[str] = set()
         for row in data:
             if not isinstance(row, dict):
                 cleaned.append({})
                 errors.append({"non_field_errors": [_not_a_dict(row)]})
                 continue
             clean, row_errors = self._validate(ev, row, instance=None, taken=ev.codes)
-            code = clean.get("code")
-            if not row_errors and code is not None:
-                if code in in_request:
-                    row_errors = {"code": ["Duplicate voucher code in request."]}
-                in_request.add(code)
             cleaned.append(clean)
             errors.append(row_errors)
         if any(errors):
-            raise _refuse(400, errors)  # all or nothing
+            raise _refuse(400, errors)  # all or nothing; in-request duplicates not checked yet
+        # pretix's VoucherListSerializer.create: duplicates compared as sent, case-sensitively.
+        sent = [str(row.get("code") or "").strip() for row in data]
+        seen: set[str] = set()
+        for index, code in enumerate(sent):
+            errors[index] = {"code": ["Duplicate voucher code in request."]} if code in seen else {}
+            if code:
+                seen.add(code)
+        if any(errors):
+            raise _refuse(400, errors)
+        upper = [code.upper() for code in sent if code]
+        if len(set(upper)) != len(upper):
+            # The same code in two cases passes that check; saving both breaks the unique index.
+            return _html(500, PRETIX_ERROR_HTML)
         return _drf(201, [self._create(ev, clean) for clean in cleaned])
 
     def _view_voucher(self, call: _Call, ev: _Event, *, pk: str, **_: Any) -> _Answer:
@@ -710,8 +761,6 @@ class FakePretix:
         if errors:
             raise _refuse(400, errors)
         updated = {**voucher, **clean}
-        if updated["price_mode"] == "none":
-            updated["value"] = None
         ev.store(updated)
         return _drf(200, updated)
 
@@ -736,8 +785,6 @@ class FakePretix:
         voucher = _new_voucher(self._next_id, clean.pop("code", None) or self._free_code(ev))
         self._next_id += 1
         voucher.update(clean)
-        if voucher["price_mode"] == "none":
-            voucher["value"] = None
         ev.store(voucher)
         return voucher
 
