@@ -1,14 +1,19 @@
 """1,000 confirmed grants provisioned against the Pretix fake (50 ms added latency) and SMTP.
 
-Prints wall time, throughput, the Pretix requests made and the emails sent, then runs the
-same grants again to show that a second run creates and sends nothing.
+Prints wall time, throughput, the Pretix requests made, the emails sent and the SQL statements
+per grant, then runs the same grants again to show that a second run creates and sends
+nothing (the no-op pass), and how fast it decides so.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from collections import Counter
+from typing import Any
+
+from sqlalchemy import Engine, event
 
 from benchmarks.common import ACTOR, conference, confirmed_grants, database, peak_rss_mib, services
 from benchmarks.fakes_process import FakesProcess
@@ -16,6 +21,31 @@ from bot.logs import configure_logging
 from bot.mailer import SmtpMailer
 from bot.pretix import PretixClient
 from bot.services.provisioning import provision_many
+
+
+class StatementCounter:
+    """Counts the SQL statements an engine sends (BEGIN and COMMIT are not statements)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_: Any) -> None:
+        with self._lock:
+            self.count += 1
+
+    def take(self) -> int:
+        """The statements since the last call."""
+        with self._lock:
+            count, self.count = self.count, 0
+        return count
+
+
+def _delta(after: dict[str, Any], before: dict[str, Any]) -> tuple[int, int]:
+    """Pretix requests and emails between two snapshots of the fakes' counters."""
+    requests = sum(after["requests"].values()) - sum(before["requests"].values())
+    return requests, after["emails"] - before["emails"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,15 +74,21 @@ def main(argv: list[str] | None = None) -> None:
     grant_ids = [grant_id for grant_id, _ in confirmed_grants(db, conf, args.grants)]
     intake_seconds = time.perf_counter() - started
 
+    statements = StatementCounter(db.engine)
+    before = fakes.stats()
     started = time.perf_counter()
     outcomes = provision_many(ctx, grant_ids=grant_ids, actor=ACTOR, workers=args.workers)
     seconds = time.perf_counter() - started
+    first_statements = statements.take()
     first = fakes.stats()
 
     started = time.perf_counter()
     repeat = provision_many(ctx, grant_ids=grant_ids, actor=ACTOR, workers=args.workers)
     again_seconds = time.perf_counter() - started
+    again_statements = statements.take()
     second = fakes.stats()
+    first_requests, first_emails = _delta(first, before)
+    again_requests, again_emails = _delta(second, first)
     client.close()
     fakes.stop()
     db.dispose()
@@ -65,13 +101,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  intake           {intake_seconds:7.2f} s  ({args.grants / intake_seconds:.0f}/s)")
     print(f"  provisioning     {seconds:7.2f} s  ({args.grants / seconds:.1f} grants/s)")
     print(f"  results          {results}")
-    print(f"  pretix requests  {sum(first['requests'].values())} {first['requests']}")
+    print(f"  pretix requests  {first_requests} {first['requests']}")
     print(f"  pretix vouchers  {first['vouchers']}")
-    print(f"  emails sent      {first['emails']}")
+    print(f"  emails sent      {first_emails}")
+    print(f"  SQL statements   {first_statements} ({first_statements / args.grants:.1f} per grant)")
+    unchanged = again_requests == 0 and again_emails == 0
     print(
         f"  second run       {again_seconds:7.2f} s  "
-        f"{dict(Counter(o.result.value for o in repeat))}; pretix requests "
-        f"{sum(second['requests'].values())}, emails {second['emails']} (unchanged)"
+        f"({again_seconds / args.grants * 1000:.2f} ms per grant) "
+        f"{dict(Counter(o.result.value for o in repeat))}; new pretix requests "
+        f"{again_requests}, new emails {again_emails} "
+        f"({'nothing done again' if unchanged else 'WORK DONE TWICE'})"
+    )
+    print(
+        f"  SQL statements   {again_statements} ({again_statements / args.grants:.2f} per grant) "
+        "in the second run"
     )
     print(f"  peak RSS         {peak_rss_mib():7.1f} MiB (the bot's process)")
 
