@@ -22,7 +22,15 @@ from bot.slack.blocks._layout import (
     Message,
 )
 from bot.slack.blocks._outcome_lines import Outcome
-from bot.slack.blocks._text import COMMAND, DETAIL_LIMIT, escape, truncate
+from bot.slack.blocks._text import (
+    COMMAND,
+    DETAIL_LIMIT,
+    escape,
+    mask_code,
+    redact_codes,
+    redact_payload,
+    truncate,
+)
 from bot.slack.blocks.answers import (
     error_message,
     help_message,
@@ -55,10 +63,13 @@ __all__ = [
     "escape",
     "help_message",
     "intake_reply",
+    "mask_code",
     "not_staff_message",
     "parent_state",
     "problem_message",
     "provision_result_message",
+    "redact_codes",
+    "redact_payload",
     "resend_result_message",
     "revoke_result_message",
     "status_message",
