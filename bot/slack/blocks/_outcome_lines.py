@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeAlias, assert_never, overload
 
+from bot.services.codes import mask_code, redact_codes
 from bot.services.outcomes import (
     EmailOutcome,
     EmailResult,
@@ -34,8 +35,6 @@ from bot.slack.blocks._text import (
     _rich,
     _sentence,
     _who,
-    mask_code,
-    redact_codes,
 )
 
 Outcome: TypeAlias = ProvisionOutcome | RevokeOutcome | ResendOutcome

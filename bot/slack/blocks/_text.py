@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.services.codes import ALPHABET, LENGTH
+from bot.services.codes import redact_codes
 from bot.services.outcomes import GrantRef
 
 COMMAND = "/voucher"
@@ -28,33 +27,6 @@ _LOCKED = "lock"
 def escape(text: str) -> str:
     """Escape `&`, `<` and `>` so Slack shows data as typed and never parses it as markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-SHOWN_CODE_CHARS = 4  # what a channel message shows of a voucher code: enough to tell them apart
-
-# A code the bot generated, wherever a free text names it (a step, another voucher, an error).
-_OUR_CODE = re.compile(rf"(?<![A-Za-z0-9])[{ALPHABET}]{{{LENGTH}}}(?![A-Za-z0-9])")
-
-
-def mask_code(code: str) -> str:
-    """The code as a channel may show it: its first 4 characters and "…" (`ABCD…`).
-
-    A code is as good as a free ticket, so a short one (made elsewhere) shows at most half.
-    """
-    return code[: min(SHOWN_CODE_CHARS, len(code) // 2)] + "…"
-
-
-def redact_codes(text: str, codes: Iterable[str | None]) -> str:
-    """`text` with each of `codes`, and anything shaped like a bot-made code, masked.
-
-    Apply it to raw text before escaping and cutting, so no part of a code survives a cut.
-    """
-    known = sorted({code for code in codes if code}, key=len, reverse=True)
-    if known:
-        alternatives = "|".join(re.escape(code) for code in known)
-        pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
-        text = pattern.sub(lambda match: mask_code(match.group()), text)
-    return _OUR_CODE.sub(lambda match: mask_code(match.group()), text)
 
 
 def redact_payload(payload: Any, codes: Iterable[str | None]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.services.codes import redact_codes
 from bot.services.outcomes import (
     EmailOutcome,
     EmailResult,
@@ -39,7 +40,6 @@ from bot.slack.blocks._text import (
     _Rich,
     _rich,
     _sentence,
-    redact_codes,
     truncate,
 )
 
