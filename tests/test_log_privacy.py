@@ -219,3 +219,29 @@ def test_the_log_configuration_masks_sensitive_keys_and_values(bot_logs: io.Stri
     text = "\n".join(lines(logs))
     assert "K7QM…" in text  # enough to tell vouchers apart
     assert '"grant": 12' in text and "careless line" in text and "sent to" in text
+
+
+def test_a_readable_traceback_shows_no_local_variables() -> None:
+    # The console renderer's rich tracebacks print every frame's locals (codes, addresses).
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(level="INFO", fmt="console", stream=stream)
+    structlog.configure(cache_logger_on_first_use=False)
+    try:
+
+        def provision(code: str, email: str) -> None:
+            raise RuntimeError("Pretix went away")
+
+        try:
+            provision("K7QM2XH9TRB3WNAP", "local@example.org")
+        except RuntimeError:
+            structlog.get_logger("bot.test").exception("provisioning failed")
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+    logs = stream.getvalue()
+    assert "Pretix went away" in logs and "provisioning failed" in logs
+    assert "K7QM2XH9TRB3WNAP" not in logs and "local@example.org" not in logs
