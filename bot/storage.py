@@ -365,17 +365,29 @@ class SlackOutbox(Timestamped, Base):
 
 
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine for Postgres (psycopg 3) or the embedded SQLite file."""
+    """An engine for Postgres (psycopg 3) or the embedded SQLite file.
+
+    `hide_parameters`: bound values (names, emails, voucher codes) never appear in an error's
+    text or an echoed statement, so a traceback in the logs carries no personal data or codes.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             echo=echo,
+            hide_parameters=True,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        echo=echo,
+        hide_parameters=True,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+    )
 
 
 def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

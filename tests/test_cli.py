@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -199,3 +200,64 @@ def test_check_explains_a_free_slack_plan(bot_env: dict[str, str], slack_api: Fa
     result = run_cli(bot_env, "check")
     assert result.returncode == 1
     assert "plan_upgrade_required" in result.stdout and "SLACK_STAFF_USER_IDS" in result.stdout
+
+
+def test_check_reports_parts_that_are_off_without_failing(bot_env: dict[str, str]) -> None:
+    # "Off" is a choice (as in the start banner), not a failure: only a configured part fails.
+    off = {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_API_URL", "SLACK_STAFF_USERGROUP"}
+    off |= {"PRETIX_URL", "PRETIX_TOKEN", "SMTP_HOST", "SMTP_PORT", "SMTP_TLS", "EMAIL_FROM"}
+    env = {k: v for k, v in bot_env.items() if k not in off}
+
+    result = run_cli(env, "check")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for part, setting in (("slack", "SLACK_BOT_TOKEN"), ("pretix", "PRETIX_URL")):
+        [line] = [line for line in lines if line.split()[1:2] == [f"{part}:"]]
+        assert line.startswith("off") and setting in line
+    assert next(line for line in lines if "smtp:" in line).startswith("off")
+    assert "FAIL" not in result.stdout
+
+
+def test_check_fails_a_voucher_validity_in_the_past_and_says_how_to_fix_it(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    past = conference.model_copy(
+        update={"voucher_valid_until": dt.datetime(2025, 5, 31, 21, 59, 59, tzinfo=dt.UTC)}
+    )
+    config = write_file(tmp_path, "past.toml", conferences_toml(past))
+
+    result = run_cli({**bot_env, "CONFERENCES_FILE": str(config)}, "check")
+
+    assert result.returncode == 1
+    [line] = [line for line in result.stdout.splitlines() if "voucher_valid_until" in line]
+    assert line.startswith("FAIL") and past.code in line
+    assert "2025-05-31 23:59 Europe/Rome" in line  # shown in the conference's time zone
+    assert "has passed" in line and "future date" in line and "issue_vouchers = false" in line
+
+
+def test_check_fails_a_conference_channel_the_bot_is_not_in(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str], slack_api: FakeSlack
+) -> None:
+    slack_api.add_channel("C0OUTSIDE", "grants-2026", is_member=False)
+    outside = conference.model_copy(update={"slack_channel": "C0OUTSIDE"})
+    config = write_file(tmp_path, "outside.toml", conferences_toml(outside))
+
+    result = run_cli({**bot_env, "CONFERENCES_FILE": str(config)}, "check")
+
+    assert result.returncode == 1
+    [line] = [line for line in result.stdout.splitlines() if "C0OUTSIDE" in line]
+    assert line.startswith("FAIL")
+    assert "not a member of #grants-2026" in line and "/invite @voucher-bot" in line
+
+
+def test_check_passes_a_conference_channel_the_bot_is_in(
+    conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    result = run_cli(bot_env, "check")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    channel = conference.slack_channel
+    assert channel is not None
+    [line] = [line for line in result.stdout.splitlines() if channel in line]
+    assert line.startswith("ok") and "#grants" in line

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bot.commands.parsing import Action
+from bot.services.checks import check_conferences
 from bot.slack.blocks import COMMAND, help_message
 
 MANIFEST = Path(__file__).resolve().parent.parent / "manifest.yaml"
@@ -19,6 +21,9 @@ CONTRACT_SCOPES = {
     "usergroups:read",
     "files:write",
 }
+# Added to the contract's scopes (documented in the README): `check` reads each conference
+# channel (conversations.info) to tell whether the bot is a member.
+ADDED_SCOPES = {"channels:read", "groups:read"}
 
 
 def manifest() -> dict[str, Any]:
@@ -34,7 +39,7 @@ def test_the_command_is_declared_with_escaping_on() -> None:
 
 
 def test_scopes_match_the_contract() -> None:
-    assert set(manifest()["oauth_config"]["scopes"]["bot"]) == CONTRACT_SCOPES
+    assert set(manifest()["oauth_config"]["scopes"]["bot"]) == CONTRACT_SCOPES | ADDED_SCOPES
 
 
 def test_buttons_reach_the_same_endpoint() -> None:
@@ -59,3 +64,6 @@ def test_the_example_conference_file_is_valid() -> None:
     conferences = load_conferences(example, required=True)
     assert conferences["pycon2026"].pretix_quota == 12
     assert conferences["pycon2025"].issue_vouchers is False
+    # Copied as it is, the example must not set up a conference whose vouchers expired.
+    today = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    assert not [r for r in check_conferences(conferences, now=today) if r.failed]

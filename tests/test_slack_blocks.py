@@ -23,6 +23,7 @@ from bot.services.outcomes import (
     ResendOutcome,
     RevokeOutcome,
     RevokeResult,
+    Step,
 )
 from bot.services.status import AuditLine, GrantStatusReport, VoucherView
 from bot.slack.blocks import (
@@ -33,10 +34,12 @@ from bot.slack.blocks import (
     escape,
     help_message,
     intake_reply,
+    mask_code,
     not_staff_message,
     parent_state,
     problem_message,
     provision_result_message,
+    redact_codes,
     resend_result_message,
     revoke_result_message,
     status_message,
@@ -451,16 +454,17 @@ def test_email_results_and_the_retry_button(email: EmailResult) -> None:
             assert buttons(message) == []
 
 
-def test_created_thread_reply_shows_the_code_and_the_email() -> None:
+def test_created_thread_reply_shows_the_masked_code_and_the_email() -> None:
     reply = thread_reply(provision(ProvisionResult.CREATED))
     assert reply is not None
     validate(reply)
     text = shown(reply)
-    assert f"`{CODE}` created" in text
+    assert "`ABCD…` created" in text
     assert "Pretix #77" in text
     assert ":email: Voucher email sent to jane@example.com." in text
     assert reply.text.startswith("Jane Doe: ")
-    assert CODE in reply.text
+    assert "ABCD…" in reply.text
+    assert CODE not in reply.text
 
 
 @pytest.mark.parametrize(
@@ -476,7 +480,7 @@ def test_replies_for_adopted_upgraded_and_speaker(result: ProvisionResult, words
     assert reply is not None
     validate(reply)
     assert words in shown(reply)
-    assert f"`{CODE}`" in shown(reply)
+    assert "`ABCD…`" in shown(reply)
     assert buttons(reply) == []
 
 
@@ -810,3 +814,131 @@ def test_an_unknown_subcommand_is_named_above_the_help() -> None:
     assert message.text.startswith("Unknown subcommand 'frobnicate'.")
     assert "frobnicate" in str(message.blocks[0])
     assert message.blocks[1:] == help_message().blocks
+
+
+# --- Voucher codes in the channel: a code is a free ticket.
+
+OTHER_CODE = "ZYXWVUTSRQPNMKJH"  # another voucher of the grantee's, named only in free text
+CHANNEL_OUTCOMES: list[ProvisionOutcome | RevokeOutcome | ResendOutcome] = [
+    replace(
+        provision(ProvisionResult.CREATED),
+        steps=(
+            Step("reserve", ok=True, detail=f"reserved code {CODE}"),
+            Step("pretix", ok=True, detail=f"created voucher #77 ({CODE})"),
+        ),
+        email=EmailOutcome(EmailResult.SENT, f"voucher email with {CODE} sent to jane@example.com"),
+    ),
+    provision(ProvisionResult.UPGRADED, email=EmailResult.FAILED),
+    provision(ProvisionResult.ALREADY_SPEAKER, email=EmailResult.SENT),
+    provision(ProvisionResult.FAILED, message=f"Pretix says {CODE} exists but cannot find it"),
+    provision(
+        ProvisionResult.NEEDS_REVIEW,
+        message=f"Jane Doe's email changed after voucher {OTHER_CODE} was sent; look at it",
+    ),
+    replace(
+        provision(ProvisionResult.NEEDS_REVIEW, message=f"Co-speaker voucher {CODE} was used"),
+        voucher_code=CODE,
+    ),
+    *(revoke(result) for result in RevokeResult),
+    *(resend(email) for email in [None, *EmailResult]),
+]
+
+
+def channel_messages(outcome: ProvisionOutcome | RevokeOutcome | ResendOutcome) -> list[Message]:
+    """What an outcome puts in the conference channel: the thread reply and the parent."""
+    messages = [m for m in [thread_reply(outcome)] if m is not None]
+    state = parent_state(outcome)
+    if state is not None and outcome.grant is not None:
+        messages.append(thread_parent(outcome.grant, state=state))
+    return messages
+
+
+def test_mask_code_keeps_four_characters_and_never_a_whole_short_code() -> None:
+    assert mask_code(CODE) == "ABCD…"
+    assert mask_code("SPK1-2026") == "SPK1…"
+    assert mask_code("ABCD") == "AB…"  # short codes (made elsewhere) are never shown whole
+    assert mask_code("") == "…"
+
+
+def test_redact_codes_masks_known_codes_and_anything_shaped_like_ours() -> None:
+    text = f"voucher {CODE} (was {OTHER_CODE}), speaker SPK-77, not ABCDEFGH or {CODE}X"
+    assert redact_codes(text, ["SPK-77", None]) == (
+        f"voucher ABCD… (was ZYXW…), speaker SPK…, not ABCDEFGH or {CODE}X"
+    )
+    assert redact_codes("no codes here", [CODE]) == "no codes here"
+
+
+@pytest.mark.parametrize(
+    "outcome", CHANNEL_OUTCOMES, ids=lambda o: f"{type(o).__name__}-{getattr(o, 'result', 'x')}"
+)
+def test_channel_messages_show_only_the_first_four_characters_of_a_code(
+    outcome: ProvisionOutcome | RevokeOutcome | ResendOutcome,
+) -> None:
+    for message in channel_messages(outcome):
+        validate(message)
+        payload = json.dumps(message.as_kwargs(), ensure_ascii=False)
+        assert CODE not in payload
+        assert OTHER_CODE not in payload
+        assert CODE[:5] not in payload and OTHER_CODE[:5] not in payload
+
+
+def test_every_channel_message_of_every_branch_hides_the_code() -> None:
+    outcomes: list[ProvisionOutcome | RevokeOutcome | ResendOutcome] = [
+        provision(result, email=email) for result in ProvisionResult for email in EmailResult
+    ]
+    outcomes += [revoke(result) for result in RevokeResult]
+    seen = 0
+    for outcome in outcomes:
+        for message in channel_messages(outcome):
+            seen += 1
+            assert CODE not in json.dumps(message.as_kwargs(), ensure_ascii=False)
+    assert seen > 50
+
+
+def test_the_channel_sees_which_voucher_by_its_first_four_characters() -> None:
+    created = thread_reply(CHANNEL_OUTCOMES[0])
+    assert created is not None
+    assert "`ABCD…` created" in shown(created)
+    assert "ABCD…" in created.text
+    revoked = thread_reply(revoke(RevokeResult.REVOKED))
+    assert revoked is not None
+    assert "Voucher `ABCD…` revoked" in shown(revoked)
+
+
+def test_an_intake_reply_hides_a_code_named_in_its_message() -> None:
+    refused = GrantIntake(
+        IntakeAction.UPDATED,
+        f"Jane Doe's grant was refused after confirmation; voucher {CODE} still exists",
+        grant(),
+        refused_with_voucher=True,
+    )
+    reply = intake_reply(refused)
+    assert reply is not None
+    assert CODE not in json.dumps(reply.as_kwargs(), ensure_ascii=False)
+    assert "ABCD…" in shown(reply)
+
+
+@pytest.mark.parametrize(
+    "outcome", CHANNEL_OUTCOMES, ids=lambda o: f"{type(o).__name__}-{getattr(o, 'result', 'x')}"
+)
+def test_answers_to_staff_keep_the_full_code(
+    outcome: ProvisionOutcome | RevokeOutcome | ResendOutcome,
+) -> None:
+    if isinstance(outcome, ProvisionOutcome):
+        answer = provision_result_message(outcome)
+    elif isinstance(outcome, RevokeOutcome):
+        answer = revoke_result_message(outcome)
+    else:
+        answer = resend_result_message(outcome)
+    payload = json.dumps(answer.as_kwargs(), ensure_ascii=False)
+    for code in (CODE, OTHER_CODE):
+        if code in outcome.message:
+            assert code in payload
+    if isinstance(outcome, ProvisionOutcome) and outcome.has_voucher:
+        assert f"`{CODE}`" in shown(answer)
+
+
+def test_status_keeps_the_full_code() -> None:
+    message = status_message(report(voucher=voucher_view()))
+    assert f"`{CODE}`" in shown(message)
+    assert CODE in message.text

@@ -1,7 +1,13 @@
-"""`check`: can the bot reach its database, Pretix, the mail server and Slack? In words."""
+"""`check`: can the bot reach its database, Pretix, the mail server and Slack? In words.
+
+A part that is not configured is "off" (as in the start banner): a choice, not a failure.
+Only a configured part that does not work fails, and each failure says what to change.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
 from dataclasses import dataclass
 
 from slack_sdk import WebClient
@@ -23,13 +29,38 @@ from bot.pretix import (
 from bot.storage import Database
 
 
+class CheckStatus(enum.StrEnum):
+    """How one part of the set-up fared."""
+
+    OK = "ok"
+    OFF = "off"  # not configured: the bot runs without it
+    FAIL = "fail"  # configured, and it does not work
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """One line of the check report."""
 
     name: str
-    ok: bool
+    status: CheckStatus
     detail: str
+
+    @property
+    def failed(self) -> bool:
+        """Whether this line makes `check` exit 1."""
+        return self.status is CheckStatus.FAIL
+
+
+def _ok(name: str, detail: str) -> CheckResult:
+    return CheckResult(name, CheckStatus.OK, detail)
+
+
+def _off(name: str, detail: str) -> CheckResult:
+    return CheckResult(name, CheckStatus.OFF, detail)
+
+
+def _fail(name: str, detail: str) -> CheckResult:
+    return CheckResult(name, CheckStatus.FAIL, detail)
 
 
 def check_database(db: Database) -> CheckResult:
@@ -39,33 +70,24 @@ def check_database(db: Database) -> CheckResult:
             connection.execute(text("SELECT 1"))
         current = migrations.current_revision(db.engine)
     except SQLAlchemyError as exc:
-        return CheckResult(
-            "database", ok=False, detail=f"cannot connect: {exc.__class__.__name__}: {exc}"
-        )
+        return _fail("database", f"cannot connect: {exc.__class__.__name__}: {exc}")
     head = migrations.head_revision()
     where = db.engine.url.render_as_string(hide_password=True)
     if current != head:
-        return CheckResult(
+        return _fail(
             "database",
-            ok=False,
-            detail=f"{where} is at {current or 'an empty schema'}, "
+            f"{where} is at {current or 'an empty schema'}, "
             f"the code expects {head}: run `python -m bot migrate`",
         )
-    return CheckResult("database", ok=True, detail=f"{where}, schema at {head}")
+    return _ok("database", f"{where}, schema at {head}")
 
 
 def check_pretix(pretix: PretixClient | None, conferences: Conferences) -> list[CheckResult]:
     """For each conference: the event answers, the quota or item exists, vouchers are readable."""
     if pretix is None:
-        return [
-            CheckResult(
-                "pretix", ok=False, detail="not configured: set PRETIX_URL and PRETIX_TOKEN"
-            )
-        ]
+        return [_off("pretix", "not configured: set PRETIX_URL and PRETIX_TOKEN")]
     if not conferences:
-        return [
-            CheckResult("pretix", ok=False, detail="no conferences configured (CONFERENCES_FILE)")
-        ]
+        return [_off("pretix", "nothing to check: no conferences configured (CONFERENCES_FILE)")]
     return [_check_conference(pretix, config) for config in conferences.values()]
 
 
@@ -82,22 +104,21 @@ def _check_conference(pretix: PretixClient, config: ConferenceConfig) -> CheckRe
             target = f"item {item.id} ({item.name})"
         next(iter(pretix.iter_vouchers(event, page_size=1)), None)
     except PretixAuthError as exc:
-        return CheckResult(name, ok=False, detail=_explain_denied(pretix, config, exc))
+        return _fail(name, _explain_denied(pretix, config, exc))
     except PretixNotFound:
         what = (
             f"quota {config.pretix_quota}"
             if config.pretix_quota is not None
             else f"item {config.pretix_item}"
         )
-        return CheckResult(name, ok=False, detail=f"{what} does not exist in event {event.event}")
+        return _fail(name, f"{what} does not exist in event {event.event}")
     except PretixUnavailable as exc:
-        return CheckResult(name, ok=False, detail=f"cannot reach Pretix: {exc}")
+        return _fail(name, f"cannot reach Pretix: {exc}")
     except PretixError as exc:
-        return CheckResult(name, ok=False, detail=f"Pretix answered with an error: {exc}")
-    return CheckResult(
+        return _fail(name, f"Pretix answered with an error: {exc}")
+    return _ok(
         name,
-        ok=True,
-        detail=f"event {event.organizer}/{found.slug} reachable, vouchers unlock {target} "
+        f"event {event.organizer}/{found.slug} reachable, vouchers unlock {target} "
         "(write permission is only proven by the first voucher)",
     )
 
@@ -130,42 +151,59 @@ def _explain_denied(pretix: PretixClient, config: ConferenceConfig, exc: PretixA
 def check_smtp(mailer: SmtpMailer | None) -> CheckResult:
     """The SMTP server accepts a connection, TLS and the login."""
     if mailer is None:
-        return CheckResult("smtp", ok=False, detail="not configured: set SMTP_HOST and EMAIL_FROM")
+        return _off("smtp", "not configured: set SMTP_HOST and EMAIL_FROM")
     try:
         mailer.check()
     except MailerError as exc:
-        return CheckResult("smtp", ok=False, detail=str(exc))
-    return CheckResult("smtp", ok=True, detail=f"{mailer.where} accepts mail")
+        return _fail("smtp", str(exc))
+    return _ok("smtp", f"{mailer.where} accepts mail")
 
 
-def check_slack(client: WebClient | None, *, usergroup: str | None) -> list[CheckResult]:
-    """The bot token works (auth.test) and the staff user group can be read."""
+def check_conferences(conferences: Conferences, *, now: dt.datetime) -> list[CheckResult]:
+    """Each conference that issues vouchers: a `voucher_valid_until` still ahead of `now`."""
+    return [
+        _check_validity(config, now) for config in conferences.values() if config.issue_vouchers
+    ]
+
+
+def _check_validity(config: ConferenceConfig, now: dt.datetime) -> CheckResult:
+    name = f"conference {config.code}"
+    until = config.voucher_valid_until
+    if until is None:
+        return _ok(name, "vouchers do not expire (no voucher_valid_until)")
+    shown = f"{until.astimezone(config.zone):%Y-%m-%d %H:%M} {config.timezone}"
+    if until <= now:
+        return _fail(
+            name,
+            f"voucher_valid_until {shown} has passed: no voucher can be issued. Set a future "
+            f"date in the [conferences.{config.code}] table of CONFERENCES_FILE (e.g. the "
+            "event's last day), or issue_vouchers = false for a past conference",
+        )
+    return _ok(name, f"vouchers valid until {shown}")
+
+
+def check_slack(
+    client: WebClient | None,
+    *,
+    usergroup: str | None,
+    conferences: Conferences | None = None,
+) -> list[CheckResult]:
+    """The bot token works (auth.test), the staff group can be read, the bot is in each channel."""
     if client is None:
-        return [
-            CheckResult(
-                "slack",
-                ok=False,
-                detail="not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET",
-            )
-        ]
+        return [_off("slack", "not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET")]
     try:
         who = client.auth_test()
     except SlackApiError as exc:
         error = exc.response.get("error")
-        return [CheckResult("slack", ok=False, detail=f"Slack refused the bot token ({error})")]
+        return [_fail("slack", f"Slack refused the bot token ({error})")]
     except (SlackClientError, OSError) as exc:
-        return [CheckResult("slack", ok=False, detail=f"cannot reach Slack: {exc}")]
-    results = [
-        CheckResult(
-            "slack", ok=True, detail=f"bot @{who.get('user')} in workspace {who.get('team')}"
-        )
-    ]
+        return [_fail("slack", f"cannot reach Slack: {exc}")]
+    bot = str(who.get("user") or "the bot")
+    results = [_ok("slack", f"bot @{bot} in workspace {who.get('team')}")]
     if usergroup:
         try:
             members = client.usergroups_users_list(usergroup=usergroup).get("users") or []
-            results.append(
-                CheckResult("slack staff", ok=True, detail=f"{usergroup}: {len(members)} members")
-            )
+            results.append(_ok("slack staff", f"{usergroup}: {len(members)} members"))
         except SlackApiError as exc:
             error = exc.response.get("error")
             hint = (
@@ -173,5 +211,44 @@ def check_slack(client: WebClient | None, *, usergroup: str | None) -> list[Chec
                 if error == "plan_upgrade_required"
                 else "check SLACK_STAFF_USERGROUP and the usergroups:read scope"
             )
-            results.append(CheckResult("slack staff", ok=False, detail=f"{error}: {hint}"))
+            results.append(_fail("slack staff", f"{error}: {hint}"))
+    for config in (conferences or {}).values():
+        if config.slack_channel:
+            results.append(_check_channel(client, config, config.slack_channel, bot))
     return results
+
+
+def _check_channel(
+    client: WebClient, config: ConferenceConfig, channel: str, bot: str
+) -> CheckResult:
+    """The conference channel exists and the bot is a member (else it cannot post there)."""
+    name = f"slack channel {config.code}"
+    try:
+        info = client.conversations_info(channel=channel).get("channel") or {}
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        if error == "channel_not_found":
+            return _fail(
+                name,
+                f"channel {channel} not found, or private without the bot in it: check "
+                f"slack_channel, or run /invite @{bot} in that channel",
+            )
+        if error == "missing_scope":
+            return _fail(
+                name,
+                f"cannot see channel {channel}: the app lacks the channels:read and groups:read "
+                "scopes (manifest.yaml); add them and reinstall the app",
+            )
+        return _fail(name, f"Slack answered {error} for channel {channel}")
+    except (SlackClientError, OSError) as exc:
+        return _fail(name, f"cannot reach Slack: {exc}")
+    label = f"#{info.get('name') or channel} ({channel})"
+    if info.get("is_archived"):
+        return _fail(name, f"{label} is archived: unarchive it or set another slack_channel")
+    if not info.get("is_member"):
+        return _fail(
+            name,
+            f"the bot is not a member of {label}: status threads and digests cannot be "
+            f"posted there; run /invite @{bot} in that channel",
+        )
+    return _ok(name, f"status threads go to {label}; the bot is a member")

@@ -17,14 +17,22 @@ from typing import Any
 import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
 
 from bot.conferences import Conferences
 from bot.services.context import Outcome, retry_backoff
 from bot.services.outcomes import GrantIntake
-from bot.slack.blocks import intake_reply, parent_state, thread_parent, thread_reply
+from bot.slack.blocks import (
+    intake_reply,
+    parent_state,
+    redact_payload,
+    thread_parent,
+    thread_reply,
+)
 from bot.storage import (
     Conference,
+    ConferenceVoucher,
     Database,
     Grant,
     OutboxState,
@@ -79,6 +87,7 @@ class _Job:
     reply: dict[str, Any] | None
     parent: dict[str, Any]
     update_parent: bool
+    codes: tuple[str, ...]  # the grantee's voucher codes: masked in whatever is posted
 
 
 class _ParentBusyError(Exception):
@@ -173,17 +182,30 @@ class StatusPoster:
             if row is None:
                 return None
             row.lease_expires_at = now + self._lease
-            return _Job(row.id, row.grant_id, row.channel, row.reply, row.parent, row.update_parent)
+            codes = _voucher_codes(session, row.grant_id)
+            return _Job(
+                row.id,
+                row.grant_id,
+                row.channel,
+                row.reply,
+                row.parent,
+                row.update_parent,
+                codes,
+            )
 
     def _deliver(self, job: _Job) -> None:
+        # The builders already mask codes; this is the last step before the channel, for rows
+        # queued by an older version or text that named a code the builders did not know.
+        reply = redact_payload(job.reply, job.codes) if job.reply is not None else None
+        parent = redact_payload(job.parent, job.codes)
         try:
-            ts, fresh = self._parent_ts(job)
-            if job.reply is not None:
-                self._client.chat_postMessage(channel=job.channel, thread_ts=ts, **job.reply)
+            ts, fresh = self._parent_ts(job, parent)
+            if reply is not None:
+                self._client.chat_postMessage(channel=job.channel, thread_ts=ts, **reply)
                 # The reply is out: a retry (say the parent update fails) must not repeat it.
                 self._update_row(job, reply=None)
             if job.update_parent and not fresh:
-                self._client.chat_update(channel=job.channel, ts=ts, **job.parent)
+                self._client.chat_update(channel=job.channel, ts=ts, **parent)
         except _ParentBusyError:  # look again shortly, without counting an attempt
             self._update_row(
                 job,
@@ -211,7 +233,7 @@ class StatusPoster:
                 .execution_options(synchronize_session=False)
             )
 
-    def _parent_ts(self, job: _Job) -> tuple[str, bool]:
+    def _parent_ts(self, job: _Job, parent: dict[str, Any]) -> tuple[str, bool]:
         """The thread's parent ts, posting the parent first if there is none yet."""
         now = self._clock()
         with self._db.transaction() as session:
@@ -231,7 +253,7 @@ class StatusPoster:
             thread.lease_expires_at = now + self._lease
             thread_id, channel = thread.id, thread.channel
         try:
-            answer = self._client.chat_postMessage(channel=channel, **job.parent)
+            answer = self._client.chat_postMessage(channel=channel, **parent)
         except Exception:
             self._release_thread(thread_id)
             raise
@@ -262,3 +284,15 @@ class StatusPoster:
                 return
             row.next_attempt_at = self._clock() + self._backoff(row.attempts)
         log.warning("status update not posted; will retry", outbox=job.id, error=error)
+
+
+def _voucher_codes(session: Session, grant_id: int) -> tuple[str, ...]:
+    """The codes of the grantee's vouchers at the grant's conference (theirs by grant or email)."""
+    grant = session.get(Grant, grant_id)
+    if grant is None:
+        return ()
+    person = ConferenceVoucher.conference_id == grant.conference_id
+    mine = ConferenceVoucher.grant_id == grant_id
+    if grant.email_key is not None:
+        mine = or_(mine, and_(person, ConferenceVoucher.email_key == grant.email_key))
+    return tuple(session.scalars(select(ConferenceVoucher.code).where(mine)))

@@ -271,10 +271,19 @@ class FakeSlack:
         with self._cond:
             self._usergroups[group_id] = list(members)
 
-    def add_channel(self, channel_id: str, name: str, *, is_private: bool = False) -> None:
-        """Add a channel that conversations.info knows; others answer channel_not_found."""
+    def add_channel(
+        self, channel_id: str, name: str, *, is_private: bool = False, is_member: bool = True
+    ) -> None:
+        """Add a channel that conversations.info knows; others answer channel_not_found.
+
+        `is_member=False`: the bot was never invited. As in Slack, conversations.info still
+        describes a public channel (with `is_member: false`) but not a private one, and
+        chat.postMessage answers not_in_channel.
+        """
         with self._cond:
-            self._channels[channel_id] = _channel_json(channel_id, name, is_private=is_private)
+            self._channels[channel_id] = _channel_json(
+                channel_id, name, is_private=is_private, is_member=is_member
+            )
 
     def seed_message(
         self,
@@ -519,6 +528,9 @@ class FakeSlack:
 
     def _chat_post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = _required(args, "channel", "channel_not_found")
+        known = self._channels.get(channel)
+        if known is not None and not known["is_member"]:
+            raise _ApiError("not_in_channel")
         text, blocks = _message_content(args)
         thread_ts = _optional_str(args, "thread_ts")
         message = self._store_message(channel, text=text, blocks=blocks, thread_ts=thread_ts)
@@ -574,7 +586,7 @@ class FakeSlack:
 
     def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._channels.get(_required(args, "channel", "channel_not_found"))
-        if channel is None:
+        if channel is None or (channel["is_private"] and not channel["is_member"]):
             raise _ApiError("channel_not_found")
         return {"channel": dict(channel)}
 
@@ -920,7 +932,9 @@ def _html(status: int, text: str) -> _Answer:
     return _Answer(status, text.encode(), (("Content-Type", "text/html; charset=utf-8"),))
 
 
-def _channel_json(channel_id: str, name: str, *, is_private: bool) -> dict[str, Any]:
+def _channel_json(
+    channel_id: str, name: str, *, is_private: bool, is_member: bool = True
+) -> dict[str, Any]:
     return {
         "id": channel_id,
         "name": name,
@@ -929,7 +943,7 @@ def _channel_json(channel_id: str, name: str, *, is_private: bool) -> dict[str, 
         "is_im": False,
         "is_private": is_private,
         "is_archived": False,
-        "is_member": True,
+        "is_member": is_member,
         "context_team_id": TEAM_ID,
     }
 

@@ -10,6 +10,7 @@ report, `threads` and `thread_state` the grant's thread in the conference channe
 `_text` (escaping and phrases), `_layout` (blocks, limits, `Message`) and `_outcome_lines`.
 """
 
+from bot.services.codes import mask_code, redact_codes
 from bot.slack.blocks._layout import (
     FALLBACK_LIMIT,
     FIELD_LIMIT,
@@ -22,7 +23,7 @@ from bot.slack.blocks._layout import (
     Message,
 )
 from bot.slack.blocks._outcome_lines import Outcome
-from bot.slack.blocks._text import COMMAND, DETAIL_LIMIT, escape, truncate
+from bot.slack.blocks._text import COMMAND, DETAIL_LIMIT, escape, redact_payload, truncate
 from bot.slack.blocks.answers import (
     error_message,
     help_message,
@@ -55,10 +56,13 @@ __all__ = [
     "escape",
     "help_message",
     "intake_reply",
+    "mask_code",
     "not_staff_message",
     "parent_state",
     "problem_message",
     "provision_result_message",
+    "redact_codes",
+    "redact_payload",
     "resend_result_message",
     "revoke_result_message",
     "status_message",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias, assert_never
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeAlias, assert_never, overload
 
+from bot.services.codes import mask_code, redact_codes
 from bot.services.outcomes import (
     EmailOutcome,
     EmailResult,
@@ -13,6 +16,7 @@ from bot.services.outcomes import (
     ResendOutcome,
     RevokeOutcome,
     RevokeResult,
+    Step,
 )
 from bot.slack.blocks._text import (
     _EMAIL,
@@ -34,6 +38,49 @@ from bot.slack.blocks._text import (
 )
 
 Outcome: TypeAlias = ProvisionOutcome | RevokeOutcome | ResendOutcome
+
+
+@overload
+def for_channel(outcome: ProvisionOutcome) -> ProvisionOutcome: ...
+@overload
+def for_channel(outcome: RevokeOutcome) -> RevokeOutcome: ...
+@overload
+def for_channel(outcome: ResendOutcome) -> ResendOutcome: ...
+@overload
+def for_channel(outcome: Outcome) -> Outcome: ...
+def for_channel(outcome: Outcome) -> Outcome:
+    """The outcome as a channel message may tell it: every voucher code masked (`ABCD…`).
+
+    A code is as good as a free ticket and a channel is read by many: its code, and any other
+    code the service's free text names (message, email detail, steps), shows 4 characters only.
+    Answers to the member of staff who asked (ephemeral) render the outcome itself.
+    """
+    codes = [outcome.voucher_code]
+
+    def hide(text: str) -> str:
+        return redact_codes(text, codes)
+
+    code = mask_code(outcome.voucher_code) if outcome.voucher_code else None
+    if isinstance(outcome, RevokeOutcome):
+        steps = _hide_steps(outcome.steps, hide)
+        return replace(outcome, message=hide(outcome.message), voucher_code=code, steps=steps)
+    email = outcome.email
+    if email is not None:
+        email = replace(email, detail=hide(email.detail))
+    if isinstance(outcome, ProvisionOutcome):
+        return replace(
+            outcome,
+            message=hide(outcome.message),
+            voucher_code=code,
+            email=email,
+            steps=_hide_steps(outcome.steps, hide),
+        )
+    return replace(outcome, message=hide(outcome.message), voucher_code=code, email=email)
+
+
+def _hide_steps(steps: tuple[Step, ...], hide: Callable[[str], str]) -> tuple[Step, ...]:
+    return tuple(replace(step, detail=hide(step.detail)) for step in steps)
+
 
 _EMAIL_ICONS: dict[EmailResult, str] = {
     EmailResult.SENT: _EMAIL,

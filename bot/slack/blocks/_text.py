@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from bot.services.codes import redact_codes
 from bot.services.outcomes import GrantRef
 
 COMMAND = "/voucher"
@@ -25,6 +27,18 @@ _LOCKED = "lock"
 def escape(text: str) -> str:
     """Escape `&`, `<` and `>` so Slack shows data as typed and never parses it as markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def redact_payload(payload: Any, codes: Iterable[str | None]) -> Any:
+    """A copy of a message payload (dicts, lists, strings) with `redact_codes` on every string."""
+    known = list(codes)
+    if isinstance(payload, str):
+        return redact_codes(payload, known)
+    if isinstance(payload, dict):
+        return {key: redact_payload(value, known) for key, value in payload.items()}
+    if isinstance(payload, list):
+        return [redact_payload(item, known) for item in payload]
+    return payload
 
 
 def truncate(text: str, limit: int) -> str:

@@ -14,7 +14,7 @@ from bot.services.outcomes import (
     RevokeOutcome,
     RevokeResult,
 )
-from bot.slack.blocks._outcome_lines import Outcome
+from bot.slack.blocks._outcome_lines import Outcome, for_channel
 from bot.slack.blocks._text import (
     _FAILED,
     _OK,
@@ -31,14 +31,17 @@ from bot.slack.blocks.threads import _provision_is_quiet, _resend_is_quiet
 
 
 def parent_state(outcome: Outcome | GrantIntake) -> str | None:
-    """The parent's one-line state after this outcome (mrkdwn), or None when it does not change."""
+    """The parent's one-line state after this outcome (mrkdwn), or None when it does not change.
+
+    The parent is in a channel: a voucher code shows its first 4 characters only.
+    """
     if isinstance(outcome, GrantIntake):
         return _intake_state(outcome)
     if isinstance(outcome, ProvisionOutcome):
-        return _provision_state(outcome)
+        return _provision_state(for_channel(outcome))
     if isinstance(outcome, RevokeOutcome):
-        return _revoke_state(outcome)
-    return _resend_state(outcome)
+        return _revoke_state(for_channel(outcome))
+    return _resend_state(for_channel(outcome))
 
 
 def _state(icon: str, *parts: _Rich | str) -> str:
@@ -49,8 +52,8 @@ _HELD_STATE = _state(_WARNING, "held for staff: not issued automatically")
 
 
 def _short_code(code: str | None) -> _Rich:
-    code = code or "?"
-    return _code(code if len(code) <= 6 else code[:4] + "…")
+    """The (already masked) code, or "?" when the outcome names none."""
+    return _code(code or "?")
 
 
 def _voucher_state(code: str | None, email: EmailOutcome | None, *, speaker: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.services.codes import redact_codes
 from bot.services.outcomes import (
     EmailOutcome,
     EmailResult,
@@ -21,7 +22,13 @@ from bot.slack.blocks._layout import (
     _retry_button,
     _section,
 )
-from bot.slack.blocks._outcome_lines import Outcome, _issue_hint, _lines_for, _wants_retry
+from bot.slack.blocks._outcome_lines import (
+    Outcome,
+    _issue_hint,
+    _lines_for,
+    _wants_retry,
+    for_channel,
+)
 from bot.slack.blocks._text import (
     _WARNING,
     _bold,
@@ -61,7 +68,8 @@ _REVOKE_NEWS = frozenset(
 def thread_parent(grant: GrantRef, *, state: str) -> Message:
     """The one parent message per grantee and conference; `state` comes from `parent_state`.
 
-    `state` is trusted mrkdwn (already escaped by `parent_state`); do not pass raw data.
+    `state` is trusted mrkdwn (already escaped, codes masked, by `parent_state`); do not pass
+    raw data.
     """
     headline = _rich(
         _bold(grant.full_name), " confirmed their grant for ", _bold(grant.conference_name)
@@ -72,11 +80,15 @@ def thread_parent(grant: GrantRef, *, state: str) -> Message:
 
 
 def thread_reply(outcome: Outcome) -> Message | None:
-    """One reply in the grant's thread per meaningful step, or None for a no-op."""
+    """One reply in the grant's thread per meaningful step, or None for a no-op.
+
+    The thread is in a channel: voucher codes show their first 4 characters only.
+    """
     grant = outcome.grant
     if grant is None or _is_quiet(outcome):
         return None
-    return _reply(grant, _lines_for(outcome, named=False), retry=_wants_retry(outcome))
+    lines = _lines_for(for_channel(outcome), named=False)
+    return _reply(grant, lines, retry=_wants_retry(outcome))
 
 
 def intake_reply(intake: GrantIntake) -> Message | None:
@@ -90,7 +102,8 @@ def intake_reply(intake: GrantIntake) -> Message | None:
         hint = _rich("Run ", _command("revoke", grant), " if it should go.")
     else:
         return None
-    return _reply(grant, [_rich(_icon(_WARNING), _data(_sentence(intake.message))), hint])
+    message = redact_codes(intake.message, ())
+    return _reply(grant, [_rich(_icon(_WARNING), _data(_sentence(message))), hint])
 
 
 def _reply(grant: GrantRef, lines: list[_Rich], *, retry: bool = False) -> Message:
