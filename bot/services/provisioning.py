@@ -126,9 +126,7 @@ def _provision(
         outcome = _answer(facts, decision)  # read-only: nothing to reserve or record
     else:
         reserved = (
-            _reserve_new(ctx, facts)
-            if decision.action is Action.CREATE and not releasing
-            else None
+            _reserve_new(ctx, facts) if decision.action is Action.CREATE and not releasing else None
         ) or _reserve(
             ctx, grant_id=grant_id, actor=actor, releasing=releasing, background=background
         )

@@ -179,7 +179,12 @@ def _release(
             max_attempts=ctx.max_email_attempts,
             retry_at=retry_at,
         )
-    log.warning("voucher email failed", voucher=claim.voucher_id, error=str(error))
+    log.warning(
+        "voucher email failed",
+        voucher=claim.voucher_id,
+        smtp_code=error.smtp_code,
+        permanent=isinstance(error, MailerRejected),
+    )
     if state is not EmailState.PENDING:
         return EmailOutcome(EmailResult.FAILED, f"email to {claim.to_address} failed: {error}")
     return EmailOutcome(
