@@ -23,6 +23,7 @@ from bot.services.lookup import parse_target, resolve_grant
 from bot.services.outcomes import (
     HAS_VOUCHER,
     GrantRef,
+    IntakeAction,
     ProvisionOutcome,
     ProvisionResult,
     RevokeResult,
@@ -150,7 +151,7 @@ def grants_import(
                 on_progress=lambda _outcome: progress.advance(task),
             )
         except ImportFileError as exc:
-            err.print(str(exc), markup=False)
+            err.print(str(exc), markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
     _print_import(report, noun="grants")
     if report.provisioned:
@@ -168,7 +169,7 @@ def vouchers_import(
         try:
             report = import_vouchers(bot.services, path=file, actor=_actor())
         except ImportFileError as exc:
-            err.print(str(exc), markup=False)
+            err.print(str(exc), markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
     _print_import(report, noun="vouchers")
     if report.errors:
@@ -265,7 +266,11 @@ def _print_import(report: ImportReport, *, noun: str) -> None:
     counts = ", ".join(
         f"{count} {action.value}" for action, count in sorted(report.actions.items())
     )
-    out.print(f"Read {report.rows} {noun}: {counts or 'none stored'}.", markup=False)
+    out.print(
+        f"Read {report.rows} {noun}: {counts or 'none stored'}{_nothing_changed(report)}.",
+        markup=False,
+        soft_wrap=True,
+    )
     for grant in report.held:
         out.print(
             f"held for staff: {grant.full_name} (grant {grant.external_id}, {grant.conference}) "
@@ -277,7 +282,12 @@ def _print_import(report: ImportReport, *, noun: str) -> None:
     if report.errors:
         err.print(f"{len(report.errors)} bad rows skipped:", markup=False)
         for error in report.errors:
-            err.print(f"  {error}", markup=False)
+            err.print(f"  {error}", markup=False, soft_wrap=True)
+
+
+def _nothing_changed(report: ImportReport) -> str:
+    unchanged = report.actions and set(report.actions) <= {IntakeAction.UNCHANGED}
+    return "; nothing changed" if unchanged and not report.provisioned else ""
 
 
 def _print_outcomes(outcomes: list[ProvisionOutcome]) -> None:

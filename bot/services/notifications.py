@@ -108,6 +108,31 @@ def _no_controls(value: Any) -> Any:
     return value
 
 
+def read_json_text(text: str) -> Any:
+    """JSON given as text (a CSV cell), with the same limits as a JSON body."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg})") from None
+
+
+def as_stored_json(value: Any) -> Any:
+    """A JSON value as it reads back from the database: a whole number is an integer.
+
+    JSON has one kind of number; Python reads `120.0` as a float, Postgres keeps the digits
+    and `1.5e300` comes back as an integer. Without this, an unchanged row compares unequal.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: as_stored_json(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [as_stored_json(child) for child in value]
+    return value
+
+
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 PersonName = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_one_line_name)]
 
@@ -155,6 +180,16 @@ class GrantPayload(_Payload):
     @classmethod
     def _id_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("reimbursements", mode="before")
+    @classmethod
+    def _json_in_text(cls, value: Any) -> Any:
+        return _storable(read_json_text(value)) if isinstance(value, str) else value
+
+    @field_validator("reimbursements", mode="after")
+    @classmethod
+    def _numbers_as_stored(cls, value: list[Any] | None) -> list[Any] | None:
+        return None if value is None else as_stored_json(value)
 
     @model_validator(mode="after")
     def _confirmed_needs_email(self) -> GrantPayload:
