@@ -73,6 +73,51 @@ class GrantStatus(enum.StrEnum):
     DIDNT_ATTEND = "didnt_attend"
 
 
+# Where each status stands in a grant's life. Notifications are ordered by `updated_at`; when
+# two carry the same `updated_at`, only a move to a LATER stage applies ("forward"): a
+# decision follows the review, the grantee's reply follows the offer, attendance follows the
+# reply. The waiting lists come before the decision they wait for, the "maybe" list before
+# the list. Statuses at one stage are alternatives (confirmed or refused, approved or
+# rejected): on a tie neither replaces the other and what is stored stays, so a repeated or
+# crossed delivery can never move a grant back, nor flip it between the two.
+LIFECYCLE_STAGE: dict[GrantStatus, int] = {
+    GrantStatus.PENDING: 0,
+    GrantStatus.WAITING_LIST_MAYBE: 1,
+    GrantStatus.WAITING_LIST: 2,
+    GrantStatus.APPROVED: 3,
+    GrantStatus.REJECTED: 3,
+    GrantStatus.WAITING_FOR_CONFIRMATION: 4,
+    GrantStatus.CONFIRMED: 5,
+    GrantStatus.REFUSED: 5,
+    GrantStatus.DIDNT_ATTEND: 6,
+}
+
+
+def moves_forward(stored: GrantStatus, incoming: GrantStatus) -> bool:
+    """Whether `incoming` is at a later stage of the grant lifecycle than `stored`."""
+    return LIFECYCLE_STAGE[incoming] > LIFECYCLE_STAGE[stored]
+
+
+def stale_reason(
+    *, stored_at: dt.datetime, stored: GrantStatus, updated_at: dt.datetime, status: GrantStatus
+) -> str | None:
+    """Why a notification must not change a stored grant, or None when it may.
+
+    An older one never applies; one with the same `updated_at` applies only when it moves
+    the grant forward (`moves_forward`).
+    """
+    if updated_at < stored_at:
+        return (
+            f"older than what is stored ({updated_at:%Y-%m-%d %H:%M} < {stored_at:%Y-%m-%d %H:%M})"
+        )
+    if updated_at == stored_at and not moves_forward(stored, status):
+        return (
+            f"from the same time as what is stored ({stored_at:%Y-%m-%d %H:%M:%S}) and "
+            f"{status.value} is not a step forward from {stored.value}"
+        )
+    return None
+
+
 class VoucherType(enum.StrEnum):
     """What a conference voucher was made for."""
 
