@@ -6,12 +6,13 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 
 from bot import migrations
 from bot.bootstrap import Bot, build_bot, startup_summary
@@ -34,7 +35,7 @@ from bot.services.resend import resend_voucher_email
 from bot.services.revocation import revoke_grant_voucher
 from bot.services.status import GrantStatusReport, conference_summaries, grant_status
 from bot.settings import ConfigError, Settings, load_settings
-from bot.storage import Source
+from bot.storage import Source, describe_connection_error
 
 app = typer.Typer(
     help="Voucher bot: issue Pretix vouchers to financial-aid grantees.",
@@ -78,10 +79,20 @@ def _bot(*, migrate: bool | None = None, sync: bool = True) -> Iterator[Bot]:
     except ConfigError as exc:
         err.print(exc.render(), markup=False)
         raise typer.Exit(2) from None
+    except OperationalError as exc:
+        _database_unusable(exc, settings)
     try:
         yield bot
+    except OperationalError as exc:
+        _database_unusable(exc, settings)
     finally:
         bot.close()
+
+
+def _database_unusable(exc: OperationalError, settings: Settings) -> NoReturn:
+    message = describe_connection_error(exc, settings.database_url)
+    err.print(f"DATABASE_URL: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 def _actor() -> Actor:
@@ -245,7 +256,7 @@ def check() -> None:
     for result in results:
         mark = "[green]ok[/green]  " if result.ok else "[red]FAIL[/red]"
         out.print(f"{mark} {result.name}: ", end="")
-        out.print(result.detail, markup=False)
+        out.print(result.detail, markup=False, soft_wrap=True)
     if not all(result.ok for result in results):
         raise typer.Exit(1)
 

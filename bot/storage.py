@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -24,8 +25,10 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    make_url,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -414,6 +417,53 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+_NO_DATABASE = re.compile(r'database "[^"]*" does not exist')
+_NO_ROLE = re.compile(r'role "[^"]*" does not exist')
+_NO_SERVER = (
+    "connection refused",
+    "could not translate host name",
+    "name or service not known",
+    "timeout expired",
+    "no route to host",
+    "network is unreachable",
+    "server closed the connection",
+    "no such file or directory",  # a Unix socket path with no server behind it
+)
+
+
+def describe_connection_error(exc: BaseException, url: str | URL) -> str:
+    """Why the database at `url` cannot be used, in words, with what to do about it.
+
+    "Does not exist" (the server answers; create the database) is told apart from "not
+    reachable" (nothing answers; start the server or fix the host and port).
+    """
+    target = make_url(url) if isinstance(url, str) else url
+    detail = str(getattr(exc, "orig", None) or exc)
+    first_line = " ".join(detail.split("\n", 1)[0].split())
+    if target.get_backend_name() == "sqlite":
+        return f"the SQLite database {target.database} cannot be used: {first_line}"
+    host, port = target.host or "localhost", target.port or 5432
+    user, name = target.username or "postgres", target.database or ""
+    where = f"{host}:{port}"
+    if _NO_DATABASE.search(detail):
+        return (
+            f'the server at {where} answers, but database "{name}" does not exist: create it '
+            f"(createdb -h {host} -p {port} -U {user} {name}) or point DATABASE_URL at one "
+            "that exists"
+        )
+    if _NO_ROLE.search(detail) or "authentication failed" in detail:
+        return (
+            f'the server at {where} answers, but refuses user "{user}": check the user and '
+            "password in DATABASE_URL"
+        )
+    if any(marker in detail.lower() for marker in _NO_SERVER):
+        return (
+            f"Postgres is not reachable at {where} ({first_line}): start it, or fix the host "
+            "and port in DATABASE_URL"
+        )
+    return f"the database at {where} cannot be used: {first_line}"
 
 
 def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

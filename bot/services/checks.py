@@ -20,7 +20,7 @@ from bot.pretix import (
     PretixNotFound,
     PretixUnavailable,
 )
-from bot.storage import Database
+from bot.storage import Database, describe_connection_error
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def check_database(db: Database) -> CheckResult:
         current = migrations.current_revision(db.engine)
     except SQLAlchemyError as exc:
         return CheckResult(
-            "database", ok=False, detail=f"cannot connect: {exc.__class__.__name__}: {exc}"
+            "database", ok=False, detail=describe_connection_error(exc, db.engine.url)
         )
     head = migrations.head_revision()
     where = db.engine.url.render_as_string(hide_password=True)
