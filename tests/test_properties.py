@@ -8,6 +8,8 @@ the suite must stay fast, and the tests that touch the database share one confer
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import tempfile
 from collections.abc import Iterator
@@ -138,9 +140,10 @@ def test_any_csv_cells_give_rows_or_bad_rows_with_their_lines(
     scratch: Path, rows: list[list[str]], line_end: str
 ) -> None:
     path = scratch / "rows.csv"
-    header = ",".join(GRANT_FIELDS)
-    lines = [header, *(",".join(json.dumps(cell) for cell in row) for row in rows)]
-    path.write_text(line_end.join(lines), encoding="utf-8")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator=line_end, quoting=csv.QUOTE_ALL)
+    writer.writerows([GRANT_FIELDS, *rows])
+    path.write_text(buffer.getvalue(), encoding="utf-8")
 
     records = read_records(path)
     good, errors = parse_records(records, GrantPayload, conferences=CONFERENCES)
