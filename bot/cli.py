@@ -6,12 +6,13 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 
 from bot import migrations
 from bot.bootstrap import Bot, build_bot, startup_summary
@@ -30,6 +31,7 @@ from bot.services.lookup import parse_target, resolve_grant
 from bot.services.outcomes import (
     HAS_VOUCHER,
     GrantRef,
+    IntakeAction,
     ProvisionOutcome,
     ProvisionResult,
     RevokeResult,
@@ -40,7 +42,7 @@ from bot.services.resend import resend_voucher_email
 from bot.services.revocation import revoke_grant_voucher
 from bot.services.status import GrantStatusReport, conference_summaries, grant_status
 from bot.settings import ConfigError, Settings, load_settings
-from bot.storage import Source, utcnow
+from bot.storage import Source, describe_connection_error, utcnow
 
 app = typer.Typer(
     help="Voucher bot: issue Pretix vouchers to financial-aid grantees.",
@@ -84,10 +86,20 @@ def _bot(*, migrate: bool | None = None, sync: bool = True) -> Iterator[Bot]:
     except ConfigError as exc:
         err.print(exc.render(), markup=False)
         raise typer.Exit(2) from None
+    except OperationalError as exc:
+        _database_unusable(exc, settings)
     try:
         yield bot
+    except OperationalError as exc:
+        _database_unusable(exc, settings)
     finally:
         bot.close()
+
+
+def _database_unusable(exc: OperationalError, settings: Settings) -> NoReturn:
+    message = describe_connection_error(exc, settings.database_url)
+    err.print(f"DATABASE_URL: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 def _actor() -> Actor:
@@ -157,7 +169,7 @@ def grants_import(
                 on_progress=lambda _outcome: progress.advance(task),
             )
         except ImportFileError as exc:
-            err.print(str(exc), markup=False)
+            err.print(str(exc), markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
     _print_import(report, noun="grants")
     if report.provisioned:
@@ -175,7 +187,7 @@ def vouchers_import(
         try:
             report = import_vouchers(bot.services, path=file, actor=_actor())
         except ImportFileError as exc:
-            err.print(str(exc), markup=False)
+            err.print(str(exc), markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
     _print_import(report, noun="vouchers")
     if report.errors:
@@ -281,7 +293,11 @@ def _print_import(report: ImportReport, *, noun: str) -> None:
     counts = ", ".join(
         f"{count} {action.value}" for action, count in sorted(report.actions.items())
     )
-    out.print(f"Read {report.rows} {noun}: {counts or 'none stored'}.", markup=False)
+    out.print(
+        f"Read {report.rows} {noun}: {counts or 'none stored'}{_nothing_changed(report)}.",
+        markup=False,
+        soft_wrap=True,
+    )
     for grant in report.held:
         out.print(
             f"held for staff: {grant.full_name} (grant {grant.external_id}, {grant.conference}) "
@@ -293,7 +309,12 @@ def _print_import(report: ImportReport, *, noun: str) -> None:
     if report.errors:
         err.print(f"{len(report.errors)} bad rows skipped:", markup=False)
         for error in report.errors:
-            err.print(f"  {error}", markup=False)
+            err.print(f"  {error}", markup=False, soft_wrap=True)
+
+
+def _nothing_changed(report: ImportReport) -> str:
+    unchanged = report.actions and set(report.actions) <= {IntakeAction.UNCHANGED}
+    return "; nothing changed" if unchanged and not report.provisioned else ""
 
 
 def _print_outcomes(outcomes: list[ProvisionOutcome]) -> None:

@@ -13,25 +13,36 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.settings import ConfigError
+from bot.storage import Conference
 
 CODE_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,49}$"
 NO_TARGET = "set pretix_quota or pretix_item: a voucher must never unlock every product"
+TABLE = "conferences"
+
+
+def column_limit(name: str) -> int:
+    """The length of the `conferences` column a setting is stored in (bot.storage)."""
+    length = getattr(Conference.__table__.c[name].type, "length", None)
+    assert isinstance(length, int), f"conferences.{name} is not a bounded text column"
+    return length
 
 
 class ConferenceConfig(BaseModel):
     """One conference: where its vouchers live in Pretix and where its status goes in Slack."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: TOML has types, and `pretix_quota = true` or `issue_vouchers = "false"` is a
+    # mistake to point out, not a value to convert.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    code: str = Field(pattern=CODE_PATTERN)
-    name: str = Field(min_length=1, max_length=200)
-    pretix_organizer: str = Field(min_length=1)
-    pretix_event: str = Field(min_length=1)
+    code: str = Field(pattern=CODE_PATTERN, max_length=column_limit("code"))
+    name: str = Field(min_length=1, max_length=column_limit("name"))
+    pretix_organizer: str = Field(min_length=1, max_length=column_limit("pretix_organizer"))
+    pretix_event: str = Field(min_length=1, max_length=column_limit("pretix_event"))
     pretix_quota: int | None = Field(default=None, ge=1)
     pretix_item: int | None = Field(default=None, ge=1)
     voucher_valid_until: dt.datetime | None = None
-    timezone: str = "UTC"
-    slack_channel: str | None = None
+    timezone: str = Field(default="UTC", max_length=column_limit("timezone"))
+    slack_channel: str | None = Field(default=None, max_length=column_limit("slack_channel"))
     digest_time: dt.time = dt.time(9, 0)
     issue_vouchers: bool = True
     block_quota: bool = False
@@ -99,19 +110,51 @@ def load_conferences(path: Path, *, required: bool) -> Conferences:
             raise ConfigError([f"CONFERENCES_FILE: {path} does not exist"])
         return Conferences(by_code={}, source=None)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"CONFERENCES_FILE: cannot read {path}: {exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            [
+                f"CONFERENCES_FILE: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on "
+                f"line {line}); save it as UTF-8"
+            ]
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"CONFERENCES_FILE: cannot read {path}: {exc}"]) from None
     return parse_conferences(data, source=path)
+
+
+def unknown_top_level(data: Mapping[str, Any]) -> list[str]:
+    """Each top-level key or table other than `conferences`, as a problem in words."""
+    problems = []
+    for key, value in data.items():
+        if key == TABLE:
+            continue
+        if isinstance(value, Mapping):
+            problems.append(f"unknown table [{key}]: conferences are [conferences.<code>] tables")
+        else:
+            problems.append(
+                f"unknown setting {key} outside any table: settings go in a "
+                "[conferences.<code>] table (the bot's own settings are environment variables)"
+            )
+    return problems
 
 
 def parse_conferences(data: Mapping[str, Any], *, source: Path | None = None) -> Conferences:
     """Validate `[conferences.<code>]` tables; every bad field is named in one ConfigError."""
     where = str(source) if source else "conferences"
-    tables = data.get("conferences", {})
+    problems = [f"{where}: {problem}" for problem in unknown_top_level(data)]
+    tables = data.get(TABLE, {})
     if not isinstance(tables, Mapping):
-        raise ConfigError([f"{where}: expected [conferences.<code>] tables"])
-    problems: list[str] = []
+        raise ConfigError([*problems, f"{where}: expected [conferences.<code>] tables"])
+    if not tables and not problems:
+        problems.append(f"{where}: no conferences: add a [conferences.<code>] table for each")
     parsed: dict[str, ConferenceConfig] = {}
     for code, table in tables.items():
         if not isinstance(table, Mapping):

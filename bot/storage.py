@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -24,8 +25,10 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    make_url,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -71,6 +74,51 @@ class GrantStatus(enum.StrEnum):
     WAITING_LIST = "waiting_list"
     WAITING_LIST_MAYBE = "waiting_list_maybe"
     DIDNT_ATTEND = "didnt_attend"
+
+
+# Where each status stands in a grant's life. Notifications are ordered by `updated_at`; when
+# two carry the same `updated_at`, only a move to a LATER stage applies ("forward"): a
+# decision follows the review, the grantee's reply follows the offer, attendance follows the
+# reply. The waiting lists come before the decision they wait for, the "maybe" list before
+# the list. Statuses at one stage are alternatives (confirmed or refused, approved or
+# rejected): on a tie neither replaces the other and what is stored stays, so a repeated or
+# crossed delivery can never move a grant back, nor flip it between the two.
+LIFECYCLE_STAGE: dict[GrantStatus, int] = {
+    GrantStatus.PENDING: 0,
+    GrantStatus.WAITING_LIST_MAYBE: 1,
+    GrantStatus.WAITING_LIST: 2,
+    GrantStatus.APPROVED: 3,
+    GrantStatus.REJECTED: 3,
+    GrantStatus.WAITING_FOR_CONFIRMATION: 4,
+    GrantStatus.CONFIRMED: 5,
+    GrantStatus.REFUSED: 5,
+    GrantStatus.DIDNT_ATTEND: 6,
+}
+
+
+def moves_forward(stored: GrantStatus, incoming: GrantStatus) -> bool:
+    """Whether `incoming` is at a later stage of the grant lifecycle than `stored`."""
+    return LIFECYCLE_STAGE[incoming] > LIFECYCLE_STAGE[stored]
+
+
+def stale_reason(
+    *, stored_at: dt.datetime, stored: GrantStatus, updated_at: dt.datetime, status: GrantStatus
+) -> str | None:
+    """Why a notification must not change a stored grant, or None when it may.
+
+    An older one never applies; one with the same `updated_at` applies only when it moves
+    the grant forward (`moves_forward`).
+    """
+    if updated_at < stored_at:
+        return (
+            f"older than what is stored ({updated_at:%Y-%m-%d %H:%M} < {stored_at:%Y-%m-%d %H:%M})"
+        )
+    if updated_at == stored_at and not moves_forward(stored, status):
+        return (
+            f"from the same time as what is stored ({stored_at:%Y-%m-%d %H:%M:%S}) and "
+            f"{status.value} is not a step forward from {stored.value}"
+        )
+    return None
 
 
 class VoucherType(enum.StrEnum):
@@ -388,6 +436,53 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         pool_size=10,
         max_overflow=20,
     )
+
+
+_NO_DATABASE = re.compile(r'database "[^"]*" does not exist')
+_NO_ROLE = re.compile(r'role "[^"]*" does not exist')
+_NO_SERVER = (
+    "connection refused",
+    "could not translate host name",
+    "name or service not known",
+    "timeout expired",
+    "no route to host",
+    "network is unreachable",
+    "server closed the connection",
+    "no such file or directory",  # a Unix socket path with no server behind it
+)
+
+
+def describe_connection_error(exc: BaseException, url: str | URL) -> str:
+    """Why the database at `url` cannot be used, in words, with what to do about it.
+
+    "Does not exist" (the server answers; create the database) is told apart from "not
+    reachable" (nothing answers; start the server or fix the host and port).
+    """
+    target = make_url(url) if isinstance(url, str) else url
+    detail = str(getattr(exc, "orig", None) or exc)
+    first_line = " ".join(detail.split("\n", 1)[0].split())
+    if target.get_backend_name() == "sqlite":
+        return f"the SQLite database {target.database} cannot be used: {first_line}"
+    host, port = target.host or "localhost", target.port or 5432
+    user, name = target.username or "postgres", target.database or ""
+    where = f"{host}:{port}"
+    if _NO_DATABASE.search(detail):
+        return (
+            f'the server at {where} answers, but database "{name}" does not exist: create it '
+            f"(createdb -h {host} -p {port} -U {user} {name}) or point DATABASE_URL at one "
+            "that exists"
+        )
+    if _NO_ROLE.search(detail) or "authentication failed" in detail:
+        return (
+            f'the server at {where} answers, but refuses user "{user}": check the user and '
+            "password in DATABASE_URL"
+        )
+    if any(marker in detail.lower() for marker in _NO_SERVER):
+        return (
+            f"Postgres is not reachable at {where} ({first_line}): start it, or fix the host "
+            "and port in DATABASE_URL"
+        )
+    return f"the database at {where} cannot be used: {first_line}"
 
 
 def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

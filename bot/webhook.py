@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
 
 import structlog
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,7 +20,7 @@ from starlette.responses import JSONResponse
 from bot.services.actors import Actor
 from bot.services.context import ServiceContext
 from bot.services.inbox import receive_webhook_event
-from bot.services.notifications import WebhookEvent
+from bot.services.notifications import InvalidBodyError, parse_webhook_body
 from bot.services.outcomes import GrantIntake
 from bot.services.provisioning import provision_grant_voucher
 from bot.storage import Source
@@ -91,9 +89,9 @@ def grants_webhook(
             log.warning("grant webhook refused", reason=problem)
             return JSONResponse({"status": "unauthorized", "error": problem}, status_code=401)
         try:
-            event = WebhookEvent.model_validate(json.loads(body))
-        except (ValueError, ValidationError) as exc:
-            return JSONResponse({"status": "invalid", "errors": _reasons(exc)}, status_code=400)
+            event = parse_webhook_body(body)
+        except InvalidBodyError as exc:
+            return JSONResponse({"status": "invalid", "errors": exc.reasons}, status_code=400)
         conference = event.conference
         if services.conference(conference) is None:
             return JSONResponse(
@@ -123,12 +121,3 @@ def grants_webhook(
         return JSONResponse({"status": "accepted", "result": result}, status_code=202)
 
     return endpoint
-
-
-def _reasons(exc: Exception) -> list[str]:
-    if isinstance(exc, ValidationError):
-        return [
-            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-            for error in exc.errors()
-        ]
-    return [f"body: not JSON ({exc})"]

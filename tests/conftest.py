@@ -35,7 +35,7 @@ from bot.services.context import ServiceContext
 from bot.services.intake import ingest_grant
 from bot.services.notifications import GrantPayload
 from bot.settings import Settings
-from bot.storage import Database, Source
+from bot.storage import Database, Source, describe_connection_error
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.smtp_server import FakeSmtpServer
@@ -65,8 +65,9 @@ def database_url() -> str:
             connection.execute(text("SELECT 1"))
     except OperationalError as exc:
         pytest.exit(
-            f"Postgres is not reachable at {url} ({exc.__class__.__name__}). Start it "
-            "(pg_ctlcluster --skip-systemctl-redirect 15 main start) or set TEST_DATABASE_URL.",
+            f"{describe_connection_error(exc, url)}. For the tests: start Postgres "
+            "(pg_ctlcluster --skip-systemctl-redirect 15 main start), create the database, "
+            "or set TEST_DATABASE_URL.",
             returncode=3,
         )
     finally:

@@ -166,6 +166,43 @@ def test_grants_import_reports_bad_rows_by_line_and_keeps_good_ones(
     assert "1 created" in result.stdout
 
 
+def test_grants_import_of_a_hostile_file_reports_lines_and_a_second_run_changes_nothing(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    header = "id,conference,full_name,email,status,updated_at"
+    rows = [
+        f"{unique('')},{conference.code},Jane\u2028Doe,{unique('a')}@example.org,pending,"
+        "2026-05-01T10:00:00Z",
+        f"{unique('')},{conference.code},{'x' * 200_000},{unique('b')}@example.org,pending,"
+        "2026-05-01T10:00:00Z",
+        f"{unique('')},{conference.code},Jim Doe,{unique('c')}@example.org,approved,"
+        "2026-05-01T10:00:00Z",
+    ]
+    path = write_file(tmp_path, "grants.csv", "\n".join([header, *rows]) + "\n")
+
+    first = run_cli(bot_env, "grants", "import", str(path))
+    again = run_cli(bot_env, "grants", "import", str(path))
+
+    assert "Traceback" not in first.stderr + again.stderr
+    assert first.returncode == 1
+    assert "line 3: a cell is longer than" in first.stderr
+    assert "Read 3 grants: 2 created." in first.stdout
+    assert "Read 3 grants: 2 unchanged; nothing changed." in again.stdout
+
+
+def test_grants_import_of_a_file_that_is_not_utf8_says_so(
+    tmp_path: Path, bot_env: dict[str, str]
+) -> None:
+    path = tmp_path / "grants.csv"
+    path.write_bytes("id,full_name\n1,Zoë\n".encode("cp1252"))
+
+    result = run_cli(bot_env, "grants", "import", str(path))
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "is not UTF-8 text (byte 0xeb on line 2); save it as UTF-8" in result.stderr
+
+
 def test_check_says_what_works_and_what_does_not(bot_env: dict[str, str]) -> None:
     result = run_cli(bot_env, "check")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -31,7 +31,7 @@ from bot.storage import (
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer
-from tests.helpers import write_file
+from tests.helpers import record_voucher, write_file
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -396,6 +396,8 @@ def test_voucher_import_reports_bad_rows_and_conflicts_with_their_lines(
 ) -> None:
     code = conference.code
     email = f"{unique('speaker')}@example.org"
+    owner = f"{unique('owner')}@example.org"
+    record_voucher(ctx, code, owner, type="speaker", code="SPKTAKEN01")
     rows = [
         {"conference": code, "email": email, "type": "speaker", "code": "SPKIMPORT1"},
         {"conference": code, "email": f"{unique('k')}@example.org", "type": "keynote",
@@ -403,19 +405,258 @@ def test_voucher_import_reports_bad_rows_and_conflicts_with_their_lines(
         {"conference": code, "email": email, "type": "speaker", "code": "SPKIMPORT2"},
         {"conference": code, "email": "not-an-address", "type": "speaker", "code": "SPKBAD0001"},
         {"conference": "pycon1999", "email": email, "type": "speaker", "code": "SPKOLD0001"},
+        {"conference": code, "email": f"{unique('late')}@example.org", "type": "speaker",
+         "code": "SPKTAKEN01"},
     ]  # fmt: skip
     text = "[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n"
 
     report = import_vouchers(ctx, path=write_file(tmp_path, "v.json", text), actor=TEST_ACTOR)
 
-    assert report.rows == 5
+    assert report.rows == 6
     assert [(e.line, e.message.split(":")[0]) for e in report.errors] == [
         (3, "type"),
+        (4, "email"),  # the same person as on line 2, with another code
         (5, "email"),
         (6, "conference"),
     ]
+    assert "also on line 2" in report.errors[1].message
     assert report.actions == Counter({IntakeAction.CREATED: 1, IntakeAction.CONFLICT: 1})
     [note] = report.notes
-    assert note.startswith("line 4: ") and "SPKIMPORT1" in note and "SPKIMPORT2" in note
-    [row] = vouchers(ctx.db, code)
-    assert row.code == "SPKIMPORT1"
+    assert note.startswith("line 7: ") and "SPKTAKEN01" in note
+    assert {row.code for row in vouchers(ctx.db, code)} == {"SPKIMPORT1", "SPKTAKEN01"}
+
+
+# --- hostile and awkward files --------------------------------------------------------------
+
+CSV_HEADER = "id,conference,full_name,email,status,updated_at"
+
+
+def csv_line(code: str, name: str = "Jane Doe", **fields: str) -> str:
+    values = {
+        "id": unique(""),
+        "conference": code,
+        "full_name": name,
+        "email": f"{unique('j')}@example.org",
+        "status": "pending",
+        "updated_at": "2026-05-01T10:00:00Z",
+    }
+    values.update(fields)
+    return ",".join(values[column] for column in CSV_HEADER.split(","))
+
+
+def test_a_csv_cell_over_the_csv_modules_limit_is_a_bad_row_not_a_traceback(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
+) -> None:
+    code = conference.code
+    text = "\n".join(
+        [
+            CSV_HEADER,
+            csv_line(code),
+            csv_line(code, name="x" * (200 * 1024)),  # line 3
+            csv_line(code, status="approved"),
+        ]
+    )
+
+    report = import_grants(ctx, path=write_file(tmp_path, "g.csv", text), actor=TEST_ACTOR)
+
+    assert [error.line for error in report.errors] == [3]
+    assert "cell" in report.errors[0].message
+    assert statuses(ctx.db, code) == {"pending": 1, "approved": 1}
+
+
+def test_a_line_separator_inside_a_csv_cell_does_not_split_the_row(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
+) -> None:
+    code = conference.code
+    text = "\n".join(
+        [
+            CSV_HEADER,
+            csv_line(code, name="Jane\u2028Doe"),
+            csv_line(code, name="Form\x0cFeed", status="approved"),
+            csv_line(code, status="soon"),  # line 4
+        ]
+    )
+
+    report = import_grants(ctx, path=write_file(tmp_path, "g.csv", text), actor=TEST_ACTOR)
+
+    assert report.rows == 3
+    assert [(e.line, e.message.split(":")[0]) for e in report.errors] == [(4, "status")]
+    assert statuses(ctx.db, code) == {"pending": 1, "approved": 1}
+    with ctx.db.transaction() as session:
+        names = set(
+            session.scalars(
+                select(Grant.full_name)
+                .join(Conference, Grant.conference_id == Conference.id)
+                .where(Conference.code == code)
+            )
+        )
+    assert names == {"Jane Doe", "Form Feed"}
+
+
+def test_a_nul_in_a_csv_row_is_a_bad_row_and_the_rest_is_imported(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
+) -> None:
+    code = conference.code
+    text = "\n".join(
+        [CSV_HEADER, csv_line(code, name="Ja\x00ne"), csv_line(code), csv_line(code, "\x00")]
+    )
+
+    report = import_grants(ctx, path=write_file(tmp_path, "g.csv", text), actor=TEST_ACTOR)
+
+    assert [(e.line, e.message.split(":")[0]) for e in report.errors] == [
+        (2, "full_name"),
+        (4, "full_name"),
+    ]
+    assert statuses(ctx.db, code) == {"pending": 1}
+
+
+def test_deeply_nested_json_is_a_bad_row_and_the_rest_is_imported(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
+) -> None:
+    code = conference.code
+    deep = "[" * 50_000 + "]" * 50_000
+    nested = json.dumps(grant_row(conference=code)).replace(
+        '"status"', f'"reimbursements": [{deep}], "status"', 1
+    )
+    text = "\n".join(
+        [
+            "[",
+            "  " + json.dumps(grant_row(conference=code)) + ",",
+            "  " + nested + ",",  # line 3
+            "  " + deep + ",",  # line 4
+            "  " + json.dumps(grant_row(conference=code, status="approved")),
+            "]",
+        ]
+    )
+
+    report = import_grants(ctx, path=write_file(tmp_path, "g.json", text), actor=TEST_ACTOR)
+
+    assert [error.line for error in report.errors] == [3, 4]
+    assert all("nested" in error.message for error in report.errors)
+    assert statuses(ctx.db, code) == {"pending": 1, "approved": 1}
+
+
+def test_json_numbers_that_are_not_numbers_are_bad_rows(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
+) -> None:
+    code = conference.code
+    nan = json.dumps(grant_row(conference=code)).replace(
+        '"status"', '"reimbursements": [NaN], "status"', 1
+    )
+    huge = json.dumps(grant_row(conference=code)).replace(
+        '"status"', '"reimbursements": [' + "9" * 5000 + '], "status"', 1
+    )
+    text = "[\n" + ",\n".join([nan, huge, json.dumps(grant_row(conference=code))]) + "\n]"
+
+    report = import_grants(ctx, path=write_file(tmp_path, "g.json", text), actor=TEST_ACTOR)
+
+    assert [error.line for error in report.errors] == [2, 3]
+    assert statuses(ctx.db, code) == {"pending": 1}
+
+
+@pytest.mark.parametrize("name", ["grants.csv", "grants.json"])
+def test_a_file_that_is_not_utf8_is_refused_with_the_line_not_a_traceback(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path, name: str
+) -> None:
+    good = csv_line(conference.code) if name.endswith(".csv") else "["
+    path = tmp_path / name
+    path.write_bytes(f"{CSV_HEADER}\n{good}\n".encode() + "Zoë Doe\n".encode("latin-1"))
+
+    with pytest.raises(ImportFileError, match=r"not UTF-8.*line 3.*save it as UTF-8"):
+        import_grants(ctx, path=path, actor=TEST_ACTOR)
+
+
+def test_duplicate_grant_ids_in_one_file_are_bad_rows_naming_the_first_line(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
+) -> None:
+    code = conference.code
+    ident = unique("")
+    text = "\n".join(
+        [
+            CSV_HEADER,
+            csv_line(code, id=ident, status="waiting_for_confirmation"),  # line 2
+            csv_line(code, status="approved"),
+            csv_line(code, id=ident, status="rejected"),  # line 4
+            csv_line(code, id=ident, name="Other Name"),  # line 5
+        ]
+    )
+    path = write_file(tmp_path, "g.csv", text)
+
+    report = import_grants(ctx, path=path, actor=TEST_ACTOR)
+    again = import_grants(ctx, path=path, actor=TEST_ACTOR)
+
+    assert [(e.line, e.message) for e in report.errors] == [
+        (4, f"id: grant {ident} at {code} is also on line 2; only line 2 is imported"),
+        (5, f"id: grant {ident} at {code} is also on line 2; only line 2 is imported"),
+    ]
+    assert statuses(ctx.db, code) == {"waiting_for_confirmation": 1, "approved": 1}
+    assert again.actions == Counter({IntakeAction.UNCHANGED: 2})
+
+
+def test_duplicate_vouchers_in_one_file_are_bad_rows_naming_the_first_line(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
+) -> None:
+    code = conference.code
+    email = f"{unique('speaker')}@example.org"
+    rows = [
+        {"conference": code, "email": email, "type": "speaker", "code": "DUPCODE001"},
+        {"conference": code, "email": email.upper(), "type": "speaker", "code": "DUPCODE002"},
+        {"conference": code, "email": f"{unique('o')}@example.org", "type": "speaker",
+         "code": "dupcode001"},
+    ]  # fmt: skip
+    text = "[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n"
+
+    report = import_vouchers(ctx, path=write_file(tmp_path, "v.json", text), actor=TEST_ACTOR)
+
+    assert [(e.line, e.message.split(";")[0]) for e in report.errors] == [
+        (3, f"email: {email} at {code} is also on line 2"),
+        (4, f"code: DUPCODE001 at {code} is also on line 2"),
+    ]
+    assert report.actions == Counter({IntakeAction.CREATED: 1})
+
+
+def test_importing_the_same_file_twice_changes_nothing_whatever_the_spelling_of_values(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
+) -> None:
+    code = conference.code
+    rows = [
+        grant_row(conference=code, updated_at="2026-05-01T12:00:00+02:00"),
+        grant_row(conference=code, email=f"{unique('Jane')}@EXAMPLE.org"),
+        grant_row(conference=code, reimbursements=[{"amount": 1.5e300, "rate": 1e20}]),
+        grant_row(conference=code, reimbursements=[{"amount": 120.0, "share": 0.1}]),
+        grant_row(conference=code, full_name="  Jane \t Doe\r\n", previous_status="unknown"),
+    ]
+    path = write_file(tmp_path, "g.json", json.dumps(rows, indent=2))
+
+    first = import_grants(ctx, path=path, actor=TEST_ACTOR)
+    again = import_grants(ctx, path=path, actor=TEST_ACTOR)
+
+    assert first.actions == Counter({IntakeAction.CREATED: len(rows)})
+    assert again.actions == Counter({IntakeAction.UNCHANGED: len(rows)})
+
+
+def test_reimbursements_in_a_csv_cell_are_read_as_json(
+    ctx: ServiceContext, conference: ConferenceConfig, tmp_path: Path
+) -> None:
+    code = conference.code
+    header = CSV_HEADER + ",reimbursements"
+    text = "\n".join(
+        [
+            header,
+            csv_line(code) + ',"[{""kind"": ""travel"", ""amount"": 120}]"',
+            csv_line(code) + ",[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+            csv_line(code) + ",not json",
+            csv_line(code) + ",",
+        ]
+    )
+    path = write_file(tmp_path, "g.csv", text)
+
+    report = import_grants(ctx, path=path, actor=TEST_ACTOR)
+    again = import_grants(ctx, path=path, actor=TEST_ACTOR)
+
+    assert [(e.line, e.message.split(":")[0]) for e in report.errors] == [
+        (3, "reimbursements"),
+        (4, "reimbursements"),
+    ]
+    assert report.actions == Counter({IntakeAction.CREATED: 2})
+    assert again.actions == Counter({IntakeAction.UNCHANGED: 2})

@@ -170,6 +170,50 @@ def test_a_newer_update_is_applied(
     )
 
 
+def test_a_tie_of_updated_at_never_moves_the_status_backwards(
+    ctx: ServiceContext, grant_payload: PayloadFactory, pretix_server: FakePretix
+) -> None:
+    confirmed = grant_payload(status="confirmed")
+    assert ingest_grant(ctx, payload=confirmed, actor=TEST_ACTOR).action is IntakeAction.CREATED
+    same_time = confirmed.model_copy(
+        update={"status": "waiting_for_confirmation", "previous_status": "approved"}
+    )
+
+    intake = ingest_grant(ctx, payload=same_time, actor=TEST_ACTOR)
+
+    assert intake.action is IntakeAction.STALE
+    assert "same time" in intake.message
+    grant = stored_grant(ctx.db, confirmed.conference, confirmed.id)
+    assert grant is not None and grant.status is GrantStatus.CONFIRMED
+
+
+def test_a_tie_of_updated_at_applies_a_forward_move(
+    ctx: ServiceContext, grant_payload: PayloadFactory, pretix_server: FakePretix
+) -> None:
+    waiting = grant_payload(status="waiting_for_confirmation", previous_status="approved")
+    ingest_grant(ctx, payload=waiting, actor=TEST_ACTOR)
+    same_time = waiting.model_copy(
+        update={"status": "confirmed", "previous_status": "waiting_for_confirmation"}
+    )
+
+    intake = ingest_grant(ctx, payload=same_time, actor=TEST_ACTOR)
+
+    assert intake.action is IntakeAction.UPDATED and intake.provision
+    grant = stored_grant(ctx.db, waiting.conference, waiting.id)
+    assert grant is not None and grant.status is GrantStatus.CONFIRMED
+
+
+def test_a_repeat_of_what_is_stored_is_unchanged_not_stale(
+    ctx: ServiceContext, grant_payload: PayloadFactory, pretix_server: FakePretix
+) -> None:
+    payload = grant_payload(status="approved", previous_status="pending")
+    ingest_grant(ctx, payload=payload, actor=TEST_ACTOR)
+
+    intake = ingest_grant(ctx, payload=payload, actor=TEST_ACTOR)
+
+    assert intake.action is IntakeAction.UNCHANGED
+
+
 def test_an_older_update_is_stale_recorded_and_ignored(
     ctx: ServiceContext, grant_payload: PayloadFactory, conference: ConferenceConfig
 ) -> None:

@@ -477,3 +477,93 @@ def test_the_work_lease_must_outlast_the_slowest_pretix_call(
 
     assert len(problems) == 1, problems
     assert problems[0].startswith("WORK_LEASE_SECONDS: must be at least 680 s")
+
+
+def test_a_conference_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "conferences.toml"
+    path.write_bytes(conference_table(name='"Zoë Con"').encode("latin-1"))
+
+    with pytest.raises(ConfigError) as raised:
+        load_conferences(path, required=True)
+
+    [problem] = raised.value.problems
+    assert problem.startswith(f"CONFERENCES_FILE: {path} is not UTF-8 text")
+    assert "line 2" in problem and "save it as UTF-8" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            conference_table().replace("[conferences.", "[conference."),
+            "unknown table [conference]: conferences are [conferences.<code>] tables",
+        ),
+        (
+            conference_table().replace("[conferences.", "[Conferences."),
+            "unknown table [Conferences]: conferences are [conferences.<code>] tables",
+        ),
+        ('pretix_url = "https://pretix.eu"\n' + conference_table(), "unknown setting pretix_url"),
+        ("", "no conferences"),
+    ],
+    ids=["singular", "capital", "top-level-key", "empty"],
+)
+def test_unknown_tables_and_keys_are_errors_not_zero_conferences(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    problems = conference_problems(tmp_path, text)
+
+    assert any(expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("pretix_quota", "true"),
+        ("pretix_quota", '"12"'),
+        ("pretix_quota", "12.0"),
+        ("issue_vouchers", '"false"'),
+        ("issue_vouchers", "0"),
+        ("block_quota", '"yes"'),
+        ("name", "2026"),
+        ("pretix_event", "2026"),
+        ("digest_time", '"09:00"'),
+        ("voucher_valid_until", '"2026-05-31T23:59:59+02:00"'),
+    ],
+)
+def test_conference_values_must_have_the_right_type(tmp_path: Path, field: str, value: str) -> None:
+    problems = conference_problems(tmp_path, conference_table(**{field: value}))
+
+    assert any(f"conferences.pycon2026.{field}: " in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"),
+    [
+        ("name", 200),
+        ("pretix_organizer", 100),
+        ("pretix_event", 100),
+        ("timezone", 64),
+        ("slack_channel", 40),
+    ],
+)
+def test_conference_text_must_fit_the_database_columns(
+    tmp_path: Path, field: str, limit: int
+) -> None:
+    fits = conference_table(**{field: '"' + "a" * limit + '"'})
+    too_long = conference_table(**{field: '"' + "a" * (limit + 1) + '"'})
+
+    problems = conference_problems(tmp_path, too_long)
+
+    assert any(
+        f"conferences.pycon2026.{field}: " in p and f"at most {limit} characters" in p
+        for p in problems
+    ), problems
+    if field != "timezone":  # 64 a's are no time zone, whatever their length
+        path = tmp_path / "fits.toml"
+        path.write_text(fits, encoding="utf-8")
+        assert len(load_conferences(path, required=True)) == 1
+
+
+def test_the_example_conference_file_is_valid() -> None:
+    example = Path(__file__).resolve().parent.parent / "conferences.example.toml"
+    assert set(load_conferences(example, required=True)) == {"pycon2026", "pycon2025"}

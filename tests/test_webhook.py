@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from bot.bootstrap import Bot
@@ -121,6 +122,67 @@ def test_malformed_bodies_get_400_with_reasons(
         response = deliver(http, body)
         assert response.status_code == 400
         assert any(field in reason for reason in response.json()["errors"])
+
+
+@pytest.mark.parametrize(
+    ("grant_fields", "field"),
+    [
+        ({"full_name": "Jane\x00Doe"}, "grant.full_name"),
+        ({"admin_url": "https://backend.example.org/\x00"}, "grant.admin_url"),
+        ({"slack_user_id": "U0123\x00"}, "grant.slack_user_id"),
+        ({"reimbursements": [{"kind": "travel\x00"}]}, "grant.reimbursements"),
+        ({"id": "12\x0034"}, "grant.id"),
+    ],
+)
+def test_a_nul_anywhere_gets_400_naming_the_field_and_nothing_is_stored(
+    http: httpx.Client,
+    running_bot: Bot,
+    conference: ConferenceConfig,
+    grant_fields: dict[str, Any],
+    field: str,
+) -> None:
+    body = event(conference.code, **grant_fields)
+
+    response = deliver(http, body)
+
+    assert response.status_code == 400
+    assert any(reason.startswith(f"{field}:") for reason in response.json()["errors"])
+    with running_bot.db.transaction() as session:
+        stored = session.scalars(select(InboundEvent).where(InboundEvent.event_id == body["id"]))
+        assert stored.all() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"id": "evt_\\u0000", "type": "grant.updated"}', "id"),
+        (b'{"id": "evt_\\ud800", "type": "grant.updated"}', "id"),
+        (b"[" * 100_000 + b"]" * 100_000, "body"),
+        (b'{"id": NaN}', "body"),
+        (b"\xff\xfe{}", "body"),
+    ],
+    ids=["nul-escape", "lone-surrogate", "deeply-nested", "nan", "not-utf8"],
+)
+def test_bodies_the_database_cannot_store_get_400_not_500(
+    http: httpx.Client, raw: bytes, field: str
+) -> None:
+    response = deliver(http, raw)
+
+    assert response.status_code == 400
+    assert any(reason.startswith(f"{field}:") for reason in response.json()["errors"])
+
+
+def test_a_reimbursement_that_is_not_a_finite_number_gets_400(
+    http: httpx.Client, conference: ConferenceConfig
+) -> None:
+    body = json.dumps(event(conference.code)).replace(
+        '"updated_at"', '"reimbursements": [{"amount": 1e999}], "updated_at"', 1
+    )
+
+    response = deliver(http, body.encode())
+
+    assert response.status_code == 400
+    assert any(r.startswith("grant.reimbursements:") for r in response.json()["errors"])
 
 
 def test_unknown_conference_gets_422(http: httpx.Client) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from bot.services.notifications import is_control
+
 
 class Action(enum.StrEnum):
     """The subcommands of `/voucher`."""
@@ -28,7 +30,7 @@ class VoucherCommand:
 
 def parse_command(text: str) -> VoucherCommand:
     """`issue <@U1|jane> pycon2026` -> VoucherCommand(ISSUE, "<@U1|jane>", "pycon2026")."""
-    words = text.split()
+    words = command_words(text)
     if not words:
         return VoucherCommand(Action.HELP)
     try:
@@ -38,3 +40,8 @@ def parse_command(text: str) -> VoucherCommand:
     target = words[1] if len(words) > 1 else None
     conference = words[2].lower() if len(words) > 2 else None
     return VoucherCommand(action, target, conference)
+
+
+def command_words(text: str) -> list[str]:
+    """The words of a command; control characters (NUL, escapes, line breaks) separate them."""
+    return "".join(" " if is_control(char) else char for char in text).split()

@@ -26,7 +26,7 @@ from bot.pretix import (
     PretixNotFound,
     PretixUnavailable,
 )
-from bot.storage import Database
+from bot.storage import Database, describe_connection_error
 
 
 class CheckStatus(enum.StrEnum):
@@ -70,7 +70,7 @@ def check_database(db: Database) -> CheckResult:
             connection.execute(text("SELECT 1"))
         current = migrations.current_revision(db.engine)
     except SQLAlchemyError as exc:
-        return _fail("database", f"cannot connect: {exc.__class__.__name__}: {exc}")
+        return _fail("database", describe_connection_error(exc, db.engine.url))
     head = migrations.head_revision()
     where = db.engine.url.render_as_string(hide_password=True)
     if current != head:

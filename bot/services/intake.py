@@ -28,6 +28,7 @@ from bot.storage import (
     VoucherState,
     VoucherType,
     insert_ignoring_conflict,
+    stale_reason,
 )
 
 log = structlog.get_logger(__name__)
@@ -72,10 +73,18 @@ def apply_grant(
     old_status: GrantStatus | None = None
     if inserted is not None:
         action = IntakeAction.CREATED
-    elif payload.updated_at < grant.source_updated_at:
-        return _stale(session, actor, grant, conference, payload)
     elif all(getattr(grant, name) == value for name, value in fields.items()):
         return GrantIntake(IntakeAction.UNCHANGED, "no change", grant_ref(grant, conference))
+    elif (
+        reason := stale_reason(
+            stored_at=grant.source_updated_at,
+            stored=grant.status,
+            updated_at=payload.updated_at,
+            status=status,
+        )
+    ) is not None:
+        # Status never moves backwards (see bot.storage.LIFECYCLE_STAGE for a tie).
+        return _stale(session, actor, grant, conference, payload, reason=reason)
     else:
         action = IntakeAction.UPDATED
         old_status = grant.status
@@ -187,6 +196,8 @@ def _stale(
     grant: Grant,
     conference: Conference,
     payload: GrantPayload,
+    *,
+    reason: str,
 ) -> GrantIntake:
     add_audit_event(
         session,
@@ -203,8 +214,7 @@ def _stale(
     )
     return GrantIntake(
         IntakeAction.STALE,
-        f"older than what is stored ({payload.updated_at:%Y-%m-%d %H:%M} < "
-        f"{grant.source_updated_at:%Y-%m-%d %H:%M}); ignored",
+        f"{reason}; ignored",
         grant_ref(grant, conference),
     )
 

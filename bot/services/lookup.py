@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
+from bot.services.notifications import is_control
 from bot.services.outcomes import GrantRef
 from bot.services.queries import grant_ref
 from bot.storage import Conference, Database, Grant
@@ -35,8 +36,8 @@ class Target:
 def parse_target(text: str) -> Target | None:
     """`<@U123|jane>`, `jane@example.org` (Slack may wrap it as `<mailto:...|...>`) or `1234`."""
     text = text.strip()
-    if not text:
-        return None
+    if not text or any(is_control(char) for char in text):
+        return None  # no grant has a NUL, an escape or a line break in its id or address
     if mention := MENTION.match(text):
         return Target(TargetKind.SLACK_USER, mention.group(1))
     if email := EMAIL.match(text):
