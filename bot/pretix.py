@@ -424,6 +424,22 @@ def _check_answer(
     code: str | None = None,
 ) -> None:
     """Raise PretixAnswerMismatch unless the answer is the voucher asked for, as asked."""
+    problem = answer_problem(answer, asked=asked, voucher_id=voucher_id, code=code)
+    if problem is not None:
+        raise PretixAnswerMismatch(
+            f"Pretix answered with a voucher that is not the one asked for ({problem}): "
+            "probably a replayed answer to another request with the same idempotency key"
+        )
+
+
+def answer_problem(
+    answer: Voucher,
+    *,
+    asked: Mapping[str, object],
+    voucher_id: int | None = None,
+    code: str | None = None,
+) -> str | None:
+    """How a voucher differs from the one asked for (id, code, terms), or None."""
     problems = []
     if voucher_id is not None and answer.id != voucher_id:
         problems.append(f"voucher #{answer.id} instead of #{voucher_id}")
@@ -433,12 +449,7 @@ def _check_answer(
     for name in _CHECKED_FIELDS:
         if name in asked and not _same(got.get(name), asked[name]):
             problems.append(f"{name} {got.get(name)!r} instead of {asked[name]!r}")
-    if problems:
-        raise PretixAnswerMismatch(
-            "Pretix answered with a voucher that is not the one asked for ("
-            + "; ".join(problems)
-            + "): probably a replayed answer to another request with the same idempotency key"
-        )
+    return "; ".join(problems) if problems else None
 
 
 def _same(got: object, asked: object) -> bool:

@@ -317,6 +317,10 @@ class ConferenceVoucher(Timestamped, Base):
     # The code a revoked voucher had before the grant was confirmed again: a create for it may
     # have landed in Pretix after the revoke looked, so the next create deletes it first.
     superseded_code: Mapped[str | None] = mapped_column(String(255))
+    # The body of the create request reserved for this generation, frozen: a resumed create
+    # (after a crash or a timeout) sends exactly the same request with the same key, and a
+    # revoke can replay it to learn whether it landed.
+    request_payload: Mapped[dict[str, Any] | None]
     email_state: Mapped[EmailState] = mapped_column(StrEnumColumn(EmailState, 16))
     email_sent_at: Mapped[dt.datetime | None]
     email_lease_expires_at: Mapped[dt.datetime | None]

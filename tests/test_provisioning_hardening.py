@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text, update
 
 from bot import migrations
-from bot.conferences import ConferenceConfig
+from bot.conferences import ConferenceConfig, Conferences
 from bot.pretix import PretixClient
 from bot.services.context import ServiceContext
 from bot.services.intake import ingest_grant
@@ -28,7 +29,7 @@ from bot.services.provisioning import provision_grant_voucher, provision_many
 from bot.services.reconciler import reconcile_once
 from bot.services.resend import resend_voucher_email
 from bot.services.revocation import revoke_grant_voucher
-from bot.storage import AuditEvent, Database, Grant, VoucherState
+from bot.storage import AuditEvent, ConferenceVoucher, Database, Grant, VoucherState, VoucherType
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer
@@ -255,10 +256,12 @@ def test_a_create_that_landed_after_its_revoke_is_deleted_before_the_next_vouche
     ingest_grant(
         ctx, payload=_later(grant_payload, confirmed, 5, status="refused"), actor=TEST_ACTOR
     )
-    assert revoke_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR).result is (
-        RevokeResult.ALREADY_GONE
-    )
     pretix_server.reset()
+    # The revoke replays the open create to make its outcome certain, then deletes it.
+    assert revoke_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR).result is (
+        RevokeResult.REVOKED
+    )
+    assert pretix_server.all_vouchers() == []
     # The timed-out create reached Pretix after all, after the revoke had looked.
     pretix_server.seed_voucher(code=old_code, price_mode="set", value="0.00", tag="grant")
 
@@ -474,3 +477,257 @@ def test_no_audit_flood_from_held_or_review_grants(
             select(func.count()).select_from(AuditEvent).where(AuditEvent.grant_id == held)
         )
     assert count == 1  # the intake only
+
+
+# --- found in review of the rewrite -----------------------------------------------------------
+
+
+def test_a_grant_refused_while_its_batch_runs_gets_no_voucher(
+    ctx: ServiceContext,
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    first, second = grant_payload(), grant_payload()
+    ids = []
+    for payload in (first, second):
+        intake = ingest_grant(ctx, payload=payload, actor=TEST_ACTOR)
+        assert intake.grant is not None
+        ids.append(intake.grant.id)
+
+    def refuse_the_second(outcome: Any) -> None:
+        if outcome.grant and outcome.grant.id == ids[0]:
+            refused = _later(grant_payload, second, 5, status="refused")
+            ingest_grant(ctx, payload=refused, actor=TEST_ACTOR)
+
+    outcomes = provision_many(
+        ctx, grant_ids=ids, actor=TEST_ACTOR, workers=1, on_progress=refuse_the_second
+    )
+
+    assert [o.result for o in outcomes] == [ProvisionResult.CREATED, ProvisionResult.NOT_CONFIRMED]
+    assert len(pretix_server.all_vouchers()) == 1
+    assert [m.rcpt_tos for m in smtp_server.messages] == [(first.email,)]
+
+
+def test_a_revoke_never_settles_a_create_that_may_still_land(
+    make_ctx: Callable[..., ServiceContext],
+    make_pretix_client: Callable[..., PretixClient],
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+) -> None:
+    ctx = make_ctx(pretix=make_pretix_client(timeout=0.5, max_attempts=1))
+    confirmed = grant_payload()
+    intake = ingest_grant(ctx, payload=confirmed, actor=TEST_ACTOR)
+    assert intake.grant is not None
+    grant_id = intake.grant.id
+    # Pretix takes the create, holds its key and works on it after the client gave up.
+    pretix_server.hang_next(2.0, method="POST", while_processing=True)
+    timed_out = provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+    assert timed_out.result is ProvisionResult.RETRY_SCHEDULED
+    ingest_grant(
+        ctx, payload=_later(grant_payload, confirmed, 5, status="refused"), actor=TEST_ACTOR
+    )
+
+    early = revoke_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+    assert early.result is RevokeResult.RETRY_LATER
+    assert "still running" in early.message
+    assert voucher_row(ctx.db, grant_id).state is not VoucherState.REVOKED
+    time.sleep(2.2)
+    late = revoke_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+
+    assert late.result is RevokeResult.REVOKED
+    assert pretix_server.all_vouchers() == []
+    assert voucher_row(ctx.db, grant_id).state is VoucherState.REVOKED
+
+
+def test_a_co_speaker_notification_after_the_upgrade_keeps_the_grant_email_due(
+    make_ctx: Callable[..., ServiceContext],
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    conference: ConferenceConfig,
+) -> None:
+    ctx = make_ctx()
+    seeded = pretix_server.seed_voucher(code="COSPKMERGE1", price_mode="percent", value="25.00")
+    email = f"{unique('cospeaker')}@example.org"
+    record_voucher(ctx, conference.code, email, type="co_speaker", code="COSPKMERGE1",
+                   pretix_voucher_id=seeded["id"])  # fmt: skip
+    grant_id = make_grant(email=email)
+    upgraded = provision_grant_voucher(make_ctx(mailer=None), grant_id=grant_id, actor=TEST_ACTOR)
+    assert upgraded.result is ProvisionResult.UPGRADED
+    # The backend re-announces the co-speaker voucher it mailed in March.
+    mailed = "2026-03-01T10:00:00Z"
+    record_voucher(ctx, conference.code, email, type="co_speaker", code="COSPKMERGE1",
+                   pretix_voucher_id=seeded["id"], email_sent_at=mailed)  # fmt: skip
+
+    reconcile_once(ctx)
+
+    assert [m.rcpt_tos for m in smtp_server.messages] == [(email,)]  # the grant email
+
+
+def test_a_speaker_notification_during_an_unfinished_upgrade_stops_it(
+    make_ctx: Callable[..., ServiceContext],
+    make_pretix_client: Callable[..., PretixClient],
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    conference: ConferenceConfig,
+) -> None:
+    from bot.services.intake import ingest_voucher
+    from bot.services.notifications import VoucherPayload
+
+    start = dt.datetime(2026, 5, 2, 12, 0, tzinfo=dt.UTC)
+    ctx = make_ctx(clock=lambda: start, pretix=make_pretix_client(max_attempts=1))
+    seeded = pretix_server.seed_voucher(code="SPKLATE0001", price_mode="percent", value="25.00")
+    email = f"{unique('spk')}@example.org"
+    record_voucher(ctx, conference.code, email, type="co_speaker", code="SPKLATE0001",
+                   pretix_voucher_id=seeded["id"])  # fmt: skip
+    grant_id = make_grant(email=email)
+    pretix_server.fail_next(503, method="PATCH")
+    assert provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR).result is (
+        ProvisionResult.RETRY_SCHEDULED
+    )
+
+    told = ingest_voucher(
+        ctx,
+        payload=VoucherPayload.model_validate(
+            {
+                "conference": conference.code,
+                "email": email,
+                "type": "speaker",
+                "code": "SPKLATE0001",
+                "pretix_voucher_id": seeded["id"],
+            }
+        ),
+        actor=TEST_ACTOR,
+    )
+    reconcile_once(make_ctx(clock=lambda: start + dt.timedelta(hours=2)))
+
+    assert told.needs_person and "stopped" in told.message
+    row = voucher_row(ctx.db, grant_id)
+    assert (row.voucher_type, row.state) == (VoucherType.SPEAKER, VoucherState.CREATED)
+    after = pretix_server.voucher(seeded["id"])
+    assert after is not None and after["tag"] != "grant"  # never rewritten to grant terms
+
+
+def test_a_resumed_create_is_the_same_request_whatever_the_configuration_says_now(
+    make_ctx: Callable[..., ServiceContext],
+    make_pretix_client: Callable[..., PretixClient],
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    conference: ConferenceConfig,
+) -> None:
+    start = dt.datetime(2026, 5, 2, 12, 0, tzinfo=dt.UTC)
+    ctx = make_ctx(clock=lambda: start, pretix=make_pretix_client(max_attempts=1))
+    grant_id = make_grant()
+    pretix_server.drop_after_processing_next(method="POST")  # done, the answer lost
+    assert provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR).result is (
+        ProvisionResult.RETRY_SCHEDULED
+    )
+    fixed = conference.model_copy(
+        update={"voucher_valid_until": dt.datetime(2031, 1, 31, 22, 59, 59, tzinfo=dt.UTC)}
+    )
+    later = make_ctx(
+        clock=lambda: start + dt.timedelta(hours=2),
+        conferences=Conferences({conference.code: fixed}),
+    )
+
+    reconcile_once(later)
+
+    posts = [w for w in pretix_server.writes() if w.method == "POST"]
+    assert len(posts) == 2 and len({p.idempotency_key for p in posts}) == 1
+    assert posts[1].replayed and posts[1].json == posts[0].json
+    assert voucher_row(ctx.db, grant_id).state is VoucherState.CREATED
+
+
+def test_an_adopted_voucher_with_other_terms_goes_to_a_person(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+) -> None:
+    code = "ADOPT" + uuid.uuid4().hex[:11].upper()
+    codes = iter([code])
+    ctx = replace(ctx, new_code=lambda: next(codes))
+    pretix_server.seed_voucher(code=code, price_mode="percent", value="25.00")  # not our terms
+
+    outcome = provision_grant_voucher(ctx, grant_id=make_grant(), actor=TEST_ACTOR)
+
+    assert outcome.result is ProvisionResult.NEEDS_REVIEW
+    assert "other terms" in outcome.message
+
+
+def test_no_email_for_a_grant_refused_after_its_voucher_was_made(
+    make_ctx: Callable[..., ServiceContext],
+    grant_payload: PayloadFactory,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    confirmed = grant_payload()
+    no_mail = make_ctx(mailer=None)
+    intake = ingest_grant(no_mail, payload=confirmed, actor=TEST_ACTOR)
+    assert intake.grant is not None
+    created = provision_grant_voucher(no_mail, grant_id=intake.grant.id, actor=TEST_ACTOR)
+    assert created.result is ProvisionResult.CREATED  # the email waits: SMTP is off
+    ctx = make_ctx()
+    ingest_grant(
+        ctx, payload=_later(grant_payload, confirmed, 5, status="refused"), actor=TEST_ACTOR
+    )
+
+    reconcile_once(ctx)
+
+    assert smtp_server.messages == []
+
+
+def test_a_revoke_that_died_half_way_is_finished_by_the_reconciler(
+    make_ctx: Callable[..., ServiceContext],
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+) -> None:
+    ctx = make_ctx(lease=dt.timedelta(seconds=1))
+    confirmed = grant_payload()
+    intake = ingest_grant(ctx, payload=confirmed, actor=TEST_ACTOR)
+    assert intake.grant is not None
+    provision_grant_voucher(ctx, grant_id=intake.grant.id, actor=TEST_ACTOR)
+    ingest_grant(
+        ctx, payload=_later(grant_payload, confirmed, 5, status="refused"), actor=TEST_ACTOR
+    )
+    pretix_server.hang_next(3.0, method="DELETE")
+    client = PretixClient(base_url=pretix_server.url, token=pretix_server.token, timeout=0.3,
+                          max_attempts=1)  # fmt: skip
+    dying = make_ctx(lease=dt.timedelta(seconds=1), pretix=client)
+    assert revoke_grant_voucher(dying, grant_id=intake.grant.id, actor=TEST_ACTOR).result is (
+        RevokeResult.RETRY_LATER
+    )
+    client.close()
+    with ctx.db.transaction() as session:  # as if the process died before it released the row
+        session.execute(
+            update(ConferenceVoucher)
+            .where(ConferenceVoucher.id == voucher_row(ctx.db, intake.grant.id).id)
+            .values(state=VoucherState.REVOKING)
+        )
+    time.sleep(3.2)
+
+    report = reconcile_once(ctx)
+
+    [finished] = report.revoked
+    assert finished.result in (RevokeResult.REVOKED, RevokeResult.ALREADY_GONE)
+    assert pretix_server.all_vouchers() == []
+    assert voucher_row(ctx.db, intake.grant.id).state is VoucherState.REVOKED
+
+
+def test_retry_after_a_person_fixed_a_case_in_review_tries_again(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    conference: ConferenceConfig,
+) -> None:
+    from bot.services.retry import retry_grant
+
+    email = f"{unique('review')}@example.org"
+    record_voucher(ctx, conference.code, email, type="co_speaker", code="COSPKGONE01")
+    grant_id = make_grant(email=email)
+    missing = provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+    assert missing.result is ProvisionResult.NEEDS_REVIEW  # not in Pretix
+    pretix_server.seed_voucher(code="COSPKGONE01", price_mode="percent", value="25.00")
+
+    retried = retry_grant(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+
+    assert retried.result is ProvisionResult.UPGRADED

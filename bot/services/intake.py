@@ -29,6 +29,7 @@ from bot.storage import (
     VoucherType,
     insert_ignoring_conflict,
     stale_reason,
+    utcnow,
 )
 
 log = structlog.get_logger(__name__)
@@ -309,7 +310,8 @@ def _merge_voucher(
     kind: VoucherType,
 ) -> VoucherIntake:
     """A person who already has a voucher row: same code updates it, another code conflicts."""
-    if voucher.code != payload.code:
+
+    def conflict(message: str, detail: dict[str, Any], *, needs_person: bool) -> VoucherIntake:
         add_audit_event(
             session,
             actor=actor,
@@ -317,44 +319,67 @@ def _merge_voucher(
             outcome=IntakeAction.CONFLICT.value,
             conference_id=conference.id,
             grant_id=voucher.grant_id,
-            detail={"email": payload.email_key, "kept": voucher.code, "offered": payload.code},
+            detail={"email": payload.email_key, **detail},
         )
-        return VoucherIntake(
-            IntakeAction.CONFLICT,
+        return VoucherIntake(IntakeAction.CONFLICT, message, needs_person=needs_person)
+
+    current, offered = (k.value.replace("_", "-") for k in (voucher.voucher_type, kind))
+    if voucher.code != payload.code:
+        return conflict(
             f"{payload.email_key} already has {voucher.voucher_type.value} voucher "
             f"{voucher.code} ({voucher.state.value}); {payload.code} was not recorded",
+            {"kept": voucher.code, "offered": payload.code},
+            needs_person=False,
         )
     # A co-speaker voucher the bot upgraded is still a co-speaker voucher to the backend.
     if lowers(voucher.voucher_type, kind) and voucher.original_type is not kind:
-        add_audit_event(
-            session,
-            actor=actor,
-            action="voucher_intake",
-            outcome=IntakeAction.CONFLICT.value,
-            conference_id=conference.id,
-            grant_id=voucher.grant_id,
-            detail={
-                "email": payload.email_key,
-                "kept": voucher.voucher_type.value,
-                "offered": kind.value,
-            },
-        )
-        return VoucherIntake(
-            IntakeAction.CONFLICT,
-            f"{payload.email_key}'s voucher {voucher.code} is a "
-            f"{voucher.voucher_type.value.replace('_', '-')} voucher; a notification calling it "
-            f"{kind.value.replace('_', '-')} would lower it and was not applied. "
+        return conflict(
+            f"{payload.email_key}'s voucher {voucher.code} is a {current} voucher; a "
+            f"notification calling it {offered} would lower it and was not applied. "
             "A person must check which is right",
+            {"kept": voucher.voucher_type.value, "offered": kind.value},
             needs_person=True,
         )
     # Only vouchers made elsewhere change type here (a co-speaker found to be a speaker);
     # ours change through provisioning.
-    raise_to = kind if kind is VoucherType.SPEAKER else None
+    raise_to = (
+        kind
+        if kind is VoucherType.SPEAKER and voucher.voucher_type is VoucherType.CO_SPEAKER
+        else None
+    )
+    if raise_to is not None and (
+        voucher.state is not VoucherState.CREATED or voucher.original_type is not None
+    ):
+        if voucher_row.stop_upgrade_for_speaker(session, voucher, now=utcnow()):
+            add_audit_event(
+                session,
+                actor=actor,
+                action="voucher_intake",
+                outcome=IntakeAction.UPDATED.value,
+                conference_id=conference.id,
+                grant_id=voucher.grant_id,
+                detail={"email": payload.email_key, "type": kind.value, "upgrade": "stopped"},
+            )
+            return VoucherIntake(
+                IntakeAction.UPDATED,
+                f"{payload.email_key}'s voucher {voucher.code} is a speaker voucher; its "
+                "unfinished upgrade to a grant voucher was stopped. Check in Pretix that it "
+                "still has the speaker terms (an upgrade attempt may have reached Pretix)",
+                needs_person=True,
+            )
+        return conflict(
+            f"{payload.email_key}'s co-speaker voucher {voucher.code} is {voucher.state.value} "
+            "(an upgrade to a grant voucher started); a notification calling it a speaker "
+            "voucher was not applied. A person must check it in Pretix",
+            {"kept": voucher.voucher_type.value, "offered": kind.value},
+            needs_person=True,
+        )
     changed = voucher_row.merge_external_voucher(
         session,
         voucher_id=voucher.id,
         pretix_voucher_id=payload.pretix_voucher_id,
-        raise_to=raise_to if voucher.voucher_type is not kind else None,
+        kind=kind,
+        raise_to=raise_to,
         email_sent_at=payload.email_sent_at,
     )
     if not changed:

@@ -15,7 +15,14 @@ from typing import Any, Literal
 import structlog
 
 from bot.conferences import ConferenceConfig
-from bot.pretix import EventRef, PretixClient, Voucher, VoucherCreate, VoucherUpdate
+from bot.pretix import (
+    EventRef,
+    PretixClient,
+    Voucher,
+    VoucherCreate,
+    VoucherUpdate,
+    answer_problem,
+)
 from bot.services import voucher_row
 from bot.services.context import ServiceContext
 from bot.services.outcomes import GrantRef, ProvisionOutcome, ProvisionResult, Step
@@ -48,6 +55,18 @@ def grant_terms(config: ConferenceConfig) -> dict[str, Any]:
         "all_bundles_included": False,
         "tag": GRANT_TAG,
     }
+
+
+def create_request(config: ConferenceConfig, grant: GrantRef, code: str) -> VoucherCreate:
+    """The create request of a grant voucher; frozen on the row when it is reserved."""
+    return VoucherCreate(
+        code=code,
+        comment=(
+            f"Financial aid grant {grant.external_id} for {grant.full_name} "
+            f"({config.code}), issued by voucher-bot"
+        ),
+        **grant_terms(config),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,13 +114,13 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionO
         cleared = _clear_superseded(ctx, pretix, work)
         if cleared is not None:
             return cleared
-    request = VoucherCreate(
-        code=work.code,
-        comment=(
-            f"Financial aid grant {work.grant.external_id} for {work.grant.full_name} "
-            f"({config.code}), issued by voucher-bot"
-        ),
-        **grant_terms(config),
+    # The body frozen when the request was reserved: a resumed create is the same request,
+    # with the same key, whatever changed in the configuration since.
+    frozen = work.ticket.payload
+    request = (
+        VoucherCreate.model_validate(frozen)
+        if frozen is not None
+        else create_request(config, work.grant, work.code)
     )
     event, scope = work.event, work.ticket.key_scope(work.event)
     created = call_pretix(lambda: pretix.create_voucher(event, request, idempotency_key=scope))
@@ -118,6 +137,19 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionO
             else found
         )
         result = ProvisionResult.ADOPTED
+        problem = (
+            None
+            if isinstance(created, PretixFailure)
+            else answer_problem(created, asked=request.payload(), code=work.code)
+        )
+        if problem is not None:
+            return _settle(
+                ctx,
+                work,
+                VoucherState.NEEDS_REVIEW,
+                f"a voucher with the reserved code {work.code} exists in Pretix with other "
+                f"terms ({problem}); it was not adopted. A person must check it",
+            )
     if isinstance(created, PretixFailure):
         return _failed(ctx, work, created)
     verb = "created" if result is ProvisionResult.CREATED else "adopted existing"

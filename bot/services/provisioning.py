@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from bot.services import voucher_row
 from bot.services.actors import Actor
@@ -31,7 +31,7 @@ from bot.services.outcomes import (
     ProvisionResult,
     Step,
 )
-from bot.services.pretix_work import Work, run_work
+from bot.services.pretix_work import Work, create_request, run_work
 from bot.services.provisioning_facts import Facts, load_facts, load_one
 from bot.services.provisioning_rules import Action, Decision, Verdict
 from bot.services.voucher_email import deliver_voucher_email, email_step
@@ -165,6 +165,19 @@ def _reserve_new(ctx: ServiceContext, facts: Facts) -> Work | None:
     """
     now = ctx.clock()
     with ctx.db.transaction() as session:
+        # The grant as it is now, held against intake until commit: a grant refused (or
+        # held, or given another email) since the batch read its facts gets no voucher.
+        current = session.execute(
+            select(Grant.status, Grant.hold_reason, Grant.email_key)
+            .where(Grant.id == facts.grant.id)
+            .with_for_update(read=True)
+        ).first()
+        if current is None or tuple(current) != (
+            facts.grant.status,
+            facts.grant.hold_reason,
+            facts.grant.email_key,
+        ):
+            return None
         taken = _take(session, ctx, facts, Decision(Action.CREATE), now=now)
     return taken if isinstance(taken, Work) else None
 
@@ -177,7 +190,7 @@ def _reserve(
     for _ in range(_RESERVE_TRIES):
         now = ctx.clock()
         with ctx.db.transaction() as session:
-            facts = load_one(session, ctx, grant_id)
+            facts = load_one(session, ctx, grant_id, lock=True)
             if facts is None:
                 return _outcome(
                     None, ProvisionResult.GRANT_NOT_FOUND, f"There is no grant #{grant_id}."
@@ -235,6 +248,7 @@ def _take(
             email_key=facts.grant.email_key or "",
             grant_id=facts.grant.id,
             code=code,
+            payload=_create_payload(facts, code),
             lease_until=lease_until,
         )
         step = Step("reserve", ok=True, detail=f"reserved code {code}")
@@ -248,7 +262,12 @@ def _take(
     if decision.action is Action.RESTART:
         code = ctx.new_code()
         ticket = voucher_row.restart_after_revoke(
-            session, row, code=code, now=now, lease_until=lease_until
+            session,
+            row,
+            code=code,
+            payload=_create_payload(facts, code),
+            now=now,
+            lease_until=lease_until,
         )
         step = Step("reserve", ok=True, detail=f"new code {code} after a revoke")
         superseded = row.code if row.pretix_voucher_id is None else None
@@ -259,7 +278,12 @@ def _take(
         ticket = voucher_row.begin_upgrade(session, row, now=now, lease_until=lease_until)
         step = Step("reserve", ok=True, detail=f"co-speaker voucher {row.code} found")
     elif decision.action is Action.RETRY:
-        ticket = voucher_row.retry_failed(session, row, now=now, lease_until=lease_until)
+        payload = (
+            None if row.voucher_type is VoucherType.CO_SPEAKER else _create_payload(facts, row.code)
+        )
+        ticket = voucher_row.retry_failed(
+            session, row, payload=payload, now=now, lease_until=lease_until
+        )
         step = Step("reserve", ok=True, detail="retrying after an earlier failure")
     else:
         ticket = voucher_row.resume(session, row, now=now, lease_until=lease_until)
@@ -268,6 +292,11 @@ def _take(
         return None
     action = "upgrade" if ticket.state is VoucherState.UPGRADING else "create"
     return _work(facts, ticket, action, step, superseded=row.superseded_code)
+
+
+def _create_payload(facts: Facts, code: str) -> dict[str, Any]:
+    assert facts.config is not None  # decide() acts only for configured conferences
+    return create_request(facts.config, facts.ref, code).payload()
 
 
 def _work(
@@ -282,7 +311,9 @@ def _work(
     return Work(
         action="upgrade" if action == "upgrade" else "create",
         ticket=ticket,
-        pretix_voucher_id=facts.voucher.pretix_voucher_id if facts.voucher else None,
+        pretix_voucher_id=(
+            facts.voucher.pretix_voucher_id if facts.voucher and superseded is None else None
+        ),
         superseded_code=superseded,
         grant=facts.ref,
         conference=facts.config,

@@ -82,22 +82,30 @@ def _voucher_facts(row: ConferenceVoucher | None) -> VoucherFacts | None:
     )
 
 
-def load_facts(session: Session, ctx: ServiceContext, grant_ids: Sequence[int]) -> dict[int, Facts]:
-    """Facts for each of the grants that exist, by grant id (a few queries per 500 grants)."""
+def load_facts(
+    session: Session, ctx: ServiceContext, grant_ids: Sequence[int], *, lock: bool = False
+) -> dict[int, Facts]:
+    """Facts for each of the grants that exist, by grant id (a few queries per 500 grants).
+
+    `lock` holds the grant rows against intake (FOR SHARE) until the caller's commit.
+    """
     facts: dict[int, Facts] = {}
     for start in range(0, len(grant_ids), _CHUNK):
-        facts |= _load_chunk(session, ctx, grant_ids[start : start + _CHUNK])
+        facts |= _load_chunk(session, ctx, grant_ids[start : start + _CHUNK], lock=lock)
     return facts
 
 
 def _load_chunk(
-    session: Session, ctx: ServiceContext, grant_ids: Sequence[int]
+    session: Session, ctx: ServiceContext, grant_ids: Sequence[int], *, lock: bool
 ) -> dict[int, Facts]:
-    pairs = session.execute(
+    query = (
         select(Grant, Conference)
         .join(Conference, Grant.conference_id == Conference.id)
         .where(Grant.id.in_(grant_ids))
-    ).all()
+    )
+    if lock:
+        query = query.with_for_update(read=True, of=Grant)
+    pairs = session.execute(query).all()
     if not pairs:
         return {}
     people = {(g.conference_id, g.email_key) for g, _ in pairs if g.email_key}
@@ -137,6 +145,8 @@ def _load_chunk(
     return facts
 
 
-def load_one(session: Session, ctx: ServiceContext, grant_id: int) -> Facts | None:
+def load_one(
+    session: Session, ctx: ServiceContext, grant_id: int, *, lock: bool = False
+) -> Facts | None:
     """Facts for one grant, or None when there is no such grant."""
-    return load_facts(session, ctx, [grant_id]).get(grant_id)
+    return load_facts(session, ctx, [grant_id], lock=lock).get(grant_id)

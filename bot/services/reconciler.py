@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 from bot.services import voucher_row
 from bot.services.actors import RECONCILER
 from bot.services.context import ServiceContext
-from bot.services.outcomes import EmailOutcome, EmailResult, ProvisionOutcome
+from bot.services.outcomes import EmailOutcome, EmailResult, ProvisionOutcome, RevokeOutcome
 from bot.services.provisioning import provision_many
 from bot.services.provisioning_facts import load_facts
+from bot.services.revocation import revoke_grant_voucher
 from bot.services.voucher_email import deliver_voucher_email
 from bot.storage import (
     Conference,
@@ -43,11 +44,12 @@ class ReconcileReport:
 
     provisioned: list[ProvisionOutcome] = field(default_factory=list)
     emails: list[EmailOutcome] = field(default_factory=list)
+    revoked: list[RevokeOutcome] = field(default_factory=list)
 
     @property
     def idle(self) -> bool:
         """True when there was nothing to do."""
-        return not self.provisioned and not self.emails
+        return not self.provisioned and not self.emails and not self.revoked
 
 
 def reconcile_once(
@@ -62,6 +64,12 @@ def reconcile_once(
     or `max_batches` were done. One grant's or one email's failure never stops the others.
     """
     report = ReconcileReport()
+    if ctx.pretix is not None:
+        # A revoke staff asked for that died half-way (its lease ran out) is finished.
+        report.revoked = [
+            revoke_grant_voucher(ctx, grant_id=grant_id, actor=RECONCILER)
+            for grant_id in _unfinished_revokes(ctx, limit)
+        ]
     for _ in range(max_batches):
         provisioned: list[ProvisionOutcome] = []
         if ctx.pretix is not None:
@@ -76,7 +84,12 @@ def reconcile_once(
         if len(provisioned) < limit and len(emails) < limit:
             break
     if not report.idle:
-        log.info("reconciled", provisioned=len(report.provisioned), emails=len(report.emails))
+        log.info(
+            "reconciled",
+            provisioned=len(report.provisioned),
+            emails=len(report.emails),
+            revoked=len(report.revoked),
+        )
     return report
 
 
@@ -171,6 +184,28 @@ def _hide_unfinished(
         )
     )
     voucher_row.push_back(session, rows, until=now + ctx.lease)
+
+
+def _unfinished_revokes(ctx: ServiceContext, limit: int) -> list[int]:
+    """Grant ids whose revoke started and died (state `revoking`, lease over)."""
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        return [
+            grant_id
+            for grant_id in session.scalars(
+                select(CV.grant_id)
+                .join(Conference, CV.conference_id == Conference.id)
+                .where(
+                    Conference.code.in_(list(ctx.conferences)),
+                    CV.state == VoucherState.REVOKING,
+                    voucher_row.lease_over(now),
+                    CV.grant_id.is_not(None),
+                )
+                .order_by(CV.id)
+                .limit(limit)
+            )
+            if grant_id is not None
+        ]
 
 
 def _send_due(ctx: ServiceContext, voucher_id: int) -> EmailOutcome:

@@ -14,7 +14,8 @@ from bot.services.queries import grant_with_conference
 def retry_grant(ctx: ServiceContext, *, grant_id: int, actor: Actor) -> ProvisionOutcome:
     """Retry whatever failed for this grant; safe to click twice (nothing runs twice).
 
-    An email that gave up is made due again, then the one provisioning path runs: it
+    An email that gave up is made due again, a row waiting for review becomes a failed row
+    to retry, then the one provisioning path runs: it
     restarts a failed voucher, or finds the voucher in place and sends the due email, and
     reports (and threads) what it did like any other call.
     """
@@ -30,6 +31,18 @@ def retry_grant(ctx: ServiceContext, *, grant_id: int, actor: Actor) -> Provisio
                     session,
                     actor=actor,
                     action="retry_email",
+                    outcome="reopened",
+                    conference_id=conference.id,
+                    grant_id=grant.id,
+                )
+            # A person looked at a row waiting for review and clicked Retry: try it again.
+            if grant.email_key is not None and voucher_row.reopen_for_retry(
+                session, conference_id=conference.id, email_key=grant.email_key
+            ):
+                add_audit_event(
+                    session,
+                    actor=actor,
+                    action="retry_review",
                     outcome="reopened",
                     conference_id=conference.id,
                     grant_id=grant.id,

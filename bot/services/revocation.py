@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 from bot.pretix import (
     EventRef,
+    PretixClient,
     PretixConflict,
     PretixError,
     PretixNotFound,
     PretixUnavailable,
+    PretixValidationError,
     PretixVoucherUsed,
+    VoucherCreate,
 )
 from bot.services import voucher_row
 from bot.services.actors import Actor
@@ -30,6 +33,7 @@ from bot.storage import (
 class _Revoking:
     ticket: voucher_row.Ticket
     pretix_voucher_id: int | None
+    create: voucher_row.Ticket | None  # a create whose outcome is unknown: replayed first
     event: EventRef
     grant: GrantRef
     previous_state: VoucherState
@@ -98,6 +102,7 @@ def _claim(ctx: ServiceContext, *, grant_id: int) -> _Revoking | RevokeOutcome:
         previous = voucher.state
         if previous is VoucherState.REVOKING:  # a revoke that crashed half-way
             previous = VoucherState.CREATED if voucher.pretix_voucher_id else VoucherState.CREATING
+        create = _uncertain_create(voucher)
         ticket = voucher_row.begin_revoke(session, voucher, now=now, lease_until=now + ctx.lease)
         if ticket is None:
             return RevokeOutcome(
@@ -109,10 +114,55 @@ def _claim(ctx: ServiceContext, *, grant_id: int) -> _Revoking | RevokeOutcome:
         return _Revoking(
             ticket=ticket,
             pretix_voucher_id=voucher.pretix_voucher_id,
+            create=create,
             event=EventRef(config.pretix_organizer, config.pretix_event),
             grant=ref,
             previous_state=previous,
         )
+
+
+def _uncertain_create(voucher: ConferenceVoucher) -> voucher_row.Ticket | None:
+    """The row's create request, when it may have landed in Pretix without being recorded.
+
+    A create that timed out may still be processed by Pretix after a lookup by code found
+    nothing; replaying the very same request (same body, same key) makes its outcome certain.
+    """
+    if (
+        voucher.pretix_voucher_id is not None
+        or voucher.request_payload is None
+        or voucher.request_nonce is None
+        or voucher.state not in (VoucherState.CREATING, VoucherState.FAILED)
+    ):
+        return None
+    return voucher_row.Ticket(
+        voucher_id=voucher.id,
+        state=VoucherState.CREATING,
+        code=voucher.code,
+        generation=voucher.request_generation,
+        nonce=voucher.request_nonce,
+        payload=voucher.request_payload,
+    )
+
+
+def _landed(pretix: PretixClient, work: _Revoking) -> int | None:
+    """The Pretix id of the row's voucher, if it exists, after making an open create certain.
+
+    Replaying the create answers with the stored result if it landed, creates it now if it
+    never did (it is deleted right after), or says 409 while it is still in flight.
+    """
+    if work.create is not None and work.create.payload is not None:
+        request = VoucherCreate.model_validate(work.create.payload)
+        try:
+            created = pretix.create_voucher(
+                work.event, request, idempotency_key=work.create.key_scope(work.event)
+            )
+        except PretixValidationError as exc:
+            if not exc.code_taken:
+                return None  # the stored refusal of the original: it never existed
+        else:
+            return created.id
+    found = pretix.find_voucher_by_code(work.event, work.code)
+    return found.id if found else None
 
 
 def _refusal(
@@ -154,9 +204,8 @@ def _delete(ctx: ServiceContext, work: _Revoking) -> RevokeOutcome:
     try:
         voucher_id = work.pretix_voucher_id
         if voucher_id is None:
-            # A crash before the create was recorded: the voucher may exist under our code.
-            found = pretix.find_voucher_by_code(work.event, work.code)
-            voucher_id = found.id if found else None
+            # The create was never recorded: it may have landed, or still land.
+            voucher_id = _landed(pretix, work)
         if voucher_id is None:
             return _finish(
                 ctx, work, RevokeResult.ALREADY_GONE, f"{work.code} is not in Pretix.", steps
@@ -181,9 +230,13 @@ def _delete(ctx: ServiceContext, work: _Revoking) -> RevokeOutcome:
         return _keep(ctx, work, f"Voucher {work.code} was used meanwhile; it was not deleted.")
     except PretixConflict as exc:
         _release(ctx, work, f"Pretix was busy: {exc}")
+        in_flight = "idempotency key" in str(exc)
         return RevokeOutcome(
             RevokeResult.RETRY_LATER,
-            "Pretix was too busy to answer (409) and stayed busy through every retry; "
+            "The create of this voucher is still running at Pretix; nothing changed, try the "
+            "revoke again in a minute."
+            if in_flight
+            else "Pretix was too busy to answer (409) and stayed busy through every retry; "
             "nothing changed, try the revoke again in a minute.",
             work.grant,
             work.code,

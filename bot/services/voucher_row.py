@@ -26,6 +26,7 @@ from bot.storage import (
     ConferenceVoucher,
     EmailState,
     Grant,
+    GrantStatus,
     VoucherState,
     VoucherType,
     insert_ignoring_conflict,
@@ -52,6 +53,7 @@ class Ticket:
     code: str
     generation: int
     nonce: str
+    payload: dict[str, Any] | None = None  # the frozen body of a create
 
     def key_scope(self, event: EventRef) -> KeyScope:
         """The idempotency key scope of this request (event, row, generation and nonce)."""
@@ -82,8 +84,9 @@ def email_lease_over(now: dt.datetime) -> ColumnElement[bool]:
 def email_due(now: dt.datetime) -> ColumnElement[bool]:
     """SQL: the voucher email was never sent, nobody alive is sending it, and it can go out.
 
-    It goes only to the address the voucher was reserved for: a grant whose email changed
-    since waits for a person. The claim and the reconciler's search share this one rule.
+    It goes only to the address the voucher was reserved for (a grant whose email changed
+    since waits for a person), and only while the grant is confirmed and not held.
+    The claim and the reconciler's search share this one rule.
     """
     return and_(
         CV.state == VoucherState.CREATED,
@@ -104,6 +107,8 @@ def _addressed_as_reserved() -> ColumnElement[bool]:
             grant.id == CV.grant_id,
             grant.email_key == CV.email_key,
             grant.email.is_not(None),
+            grant.status == GrantStatus.CONFIRMED,
+            grant.hold_reason.is_(None),
         )
     )
 
@@ -129,6 +134,7 @@ def reserve_new(
     email_key: str,
     grant_id: int,
     code: str,
+    payload: dict[str, Any],
     lease_until: dt.datetime,
 ) -> Ticket | None:
     """Insert the person's grant voucher row in `creating`; None when the person has a row."""
@@ -146,13 +152,19 @@ def reserve_new(
             "lease_expires_at": lease_until,
             "email_state": EmailState.NOT_DUE,
             "request_nonce": nonce,
+            "request_payload": payload,
         },
         conflict=["conference_id", "email_key"],
     )
     if voucher_id is None:
         return None
     return Ticket(
-        voucher_id=voucher_id, state=VoucherState.CREATING, code=code, generation=0, nonce=nonce
+        voucher_id=voucher_id,
+        state=VoucherState.CREATING,
+        code=code,
+        generation=0,
+        nonce=nonce,
+        payload=payload,
     )
 
 
@@ -164,6 +176,7 @@ def _begin(
     now: dt.datetime,
     lease_until: dt.datetime,
     fresh: bool,
+    payload: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Ticket | None:
     """Move the row (as the caller read it) into a request, if nobody changed it meanwhile.
@@ -183,16 +196,33 @@ def _begin(
     }
     if fresh:
         values |= {"attempts": 0, "next_attempt_at": None, "last_error": None}
+        if state is not VoucherState.REVOKING:  # a revoke keeps the create it may replay
+            values["request_payload"] = payload
+    else:
+        payload = row.request_payload
+    # Unchanged since the caller read it: the type too, so a speaker notification that
+    # landed meanwhile makes an upgrade lose instead of rewriting a speaker's voucher.
     unchanged = and_(
         CV.id == row.id,
         CV.state == row.state,
         CV.code == row.code,
+        CV.voucher_type == row.voucher_type,
+        CV.original_type.is_(None)
+        if row.original_type is None
+        else CV.original_type == row.original_type,
         CV.request_generation == row.request_generation,
         lease_over(now),
     )
     if not _won(session, unchanged, values):
         return None
-    return Ticket(voucher_id=row.id, state=state, code=code, generation=generation, nonce=nonce)
+    return Ticket(
+        voucher_id=row.id,
+        state=state,
+        code=code,
+        generation=generation,
+        nonce=nonce,
+        payload=payload,
+    )
 
 
 def resume(
@@ -212,15 +242,25 @@ def begin_upgrade(
 
 
 def retry_failed(
-    session: Session, row: ConferenceVoucher, *, now: dt.datetime, lease_until: dt.datetime
+    session: Session,
+    row: ConferenceVoucher,
+    *,
+    payload: dict[str, Any] | None,
+    now: dt.datetime,
+    lease_until: dt.datetime,
 ) -> Ticket | None:
-    """Start a failed row's request again, as a new request (never a replay of the failure)."""
+    """Start a failed row's request again, as a new request (never a replay of the failure).
+
+    `payload` is the create's new body (None for a co-speaker voucher's upgrade).
+    """
     state = (
         VoucherState.UPGRADING
         if row.voucher_type is VoucherType.CO_SPEAKER
         else VoucherState.CREATING
     )
-    return _begin(session, row, state=state, now=now, lease_until=lease_until, fresh=True)
+    return _begin(
+        session, row, state=state, now=now, lease_until=lease_until, fresh=True, payload=payload
+    )
 
 
 def restart_after_revoke(
@@ -228,6 +268,7 @@ def restart_after_revoke(
     row: ConferenceVoucher,
     *,
     code: str,
+    payload: dict[str, Any],
     now: dt.datetime,
     lease_until: dt.datetime,
 ) -> Ticket | None:
@@ -243,6 +284,7 @@ def restart_after_revoke(
         now=now,
         lease_until=lease_until,
         fresh=True,
+        payload=payload,
         extra={
             "code": code,
             "superseded_code": row.code if row.pretix_voucher_id is None else None,
@@ -265,6 +307,32 @@ def begin_revoke(
     """Start deleting the row's voucher in Pretix; each revoke is a new request."""
     return _begin(
         session, row, state=VoucherState.REVOKING, now=now, lease_until=lease_until, fresh=True
+    )
+
+
+def stop_upgrade_for_speaker(session: Session, row: ConferenceVoucher, *, now: dt.datetime) -> bool:
+    """The backend says a co-speaker voucher whose upgrade has not finished is a speaker's:
+    the upgrade stops (a new generation, so its resumed request records nothing)."""
+    return _won(
+        session,
+        and_(
+            CV.id == row.id,
+            CV.state.in_([VoucherState.UPGRADING, VoucherState.FAILED]),
+            CV.voucher_type == VoucherType.CO_SPEAKER,
+            CV.original_type.is_(None),
+            CV.request_generation == row.request_generation,
+            lease_over(now),
+        ),
+        {
+            "voucher_type": VoucherType.SPEAKER,
+            "state": VoucherState.CREATED,
+            "request_generation": row.request_generation + 1,
+            "request_nonce": new_nonce(),
+            "lease_expires_at": None,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "last_error": None,
+        },
     )
 
 
@@ -368,15 +436,6 @@ def abandon_revoke(session: Session, ticket: Ticket, *, back_to: VoucherState, r
     )
 
 
-def revoke_late_create(session: Session, *, voucher_id: int, code: str) -> bool:
-    """A create that landed after its row was revoked was deleted: nothing more to do."""
-    return _won(
-        session,
-        and_(CV.id == voucher_id, CV.superseded_code == code),
-        {"superseded_code": None},
-    )
-
-
 def push_back(session: Session, voucher_ids: list[int], *, until: dt.datetime) -> None:
     """Hide rows this replica is about to work on from the other replicas' next pass."""
     if voucher_ids:
@@ -444,10 +503,15 @@ def merge_external_voucher(
     *,
     voucher_id: int,
     pretix_voucher_id: int | None,
+    kind: VoucherType,
     raise_to: VoucherType | None,
     email_sent_at: dt.datetime | None,
 ) -> bool:
-    """What a later notification adds to a known voucher made elsewhere; True if it changed."""
+    """What a later notification adds to a known voucher made elsewhere; True if it changed.
+
+    Its email date only counts for a row still of the notified type and never changed by the
+    bot: the email of a voucher the bot upgraded is the bot's own (the grant email).
+    """
     changed = False
     if pretix_voucher_id is not None:
         changed |= _won(
@@ -469,7 +533,13 @@ def merge_external_voucher(
     if email_sent_at is not None:
         changed |= _won(
             session,
-            and_(CV.id == voucher_id, CV.email_sent_at.is_(None)),
+            and_(
+                CV.id == voucher_id,
+                CV.email_sent_at.is_(None),
+                CV.voucher_type == kind,
+                CV.original_type.is_(None),
+                CV.state == VoucherState.CREATED,
+            ),
             {"email_sent_at": email_sent_at, "email_state": EmailState.SENT},
         )
     return changed
@@ -629,6 +699,20 @@ def reopen_failed_email(session: Session, *, conference_id: int, email_key: str)
             CV.email_sent_at.is_(None),
         ),
         {"email_state": EmailState.PENDING, "email_attempts": 0, "email_next_attempt_at": None},
+    )
+
+
+def reopen_for_retry(session: Session, *, conference_id: int, email_key: str) -> bool:
+    """A person looked at a row waiting for review and asks to try again: it becomes failed,
+    which a staff retry starts as a new request."""
+    return _won(
+        session,
+        and_(
+            CV.conference_id == conference_id,
+            CV.email_key == email_key,
+            CV.state == VoucherState.NEEDS_REVIEW,
+        ),
+        {"state": VoucherState.FAILED},
     )
 
 
