@@ -54,6 +54,7 @@ def conf(**fields: bool) -> ConferenceFacts:
 
 
 ON = conf()
+BAD_NAME = grant(name="Jane\r\nBcc: x@evil", email="jane@example.org")
 NOTHING = Action.NOTHING
 S, T, V, G, E = VoucherState, VoucherType, Verdict, GrantStatus, EmailState
 
@@ -62,7 +63,8 @@ CASES: list[tuple[str, dict[str, Any], Decision]] = [
     ("refused", {"grant": grant(status=G.REFUSED)}, Decision(NOTHING, V.NOT_CONFIRMED)),
     ("no email", {"grant": grant(email_key=None)}, Decision(NOTHING, V.NO_EMAIL)),
     ("held", {"grant": grant(hold_reason="from approved")}, Decision(NOTHING, V.HELD)),
-    ("unmailable", {"grant": grant(email_problem="CR/LF")}, Decision(NOTHING, V.UNMAILABLE)),
+    ("unmailable", {"grant": BAD_NAME}, Decision(NOTHING, V.UNMAILABLE)),
+    ("unmailable, done", {"grant": BAD_NAME, "voucher": row()}, Decision(NOTHING, V.HAS_VOUCHER)),
     ("not configured", {"conference": conf(configured=False)},
      Decision(NOTHING, V.NOT_CONFIGURED)),
     ("last year", {"conference": conf(issue_vouchers=False)},

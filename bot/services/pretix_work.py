@@ -92,15 +92,25 @@ class Work:
         return self.ticket.code
 
 
-def run_work(ctx: ServiceContext, work: Work) -> ProvisionOutcome:
-    """Call Pretix for reserved work, then record what it said."""
+@dataclass(frozen=True)
+class Ran:
+    """What reserved work came to, and the email claim taken when it was recorded."""
+
+    outcome: ProvisionOutcome
+    email: voucher_row.EmailClaim | None = None
+
+
+def run_work(ctx: ServiceContext, work: Work) -> Ran:
+    """Call Pretix for reserved work, then record what it said (and claim the email)."""
     assert ctx.pretix is not None  # work is reserved only when Pretix is configured
     if work.action == "create":
-        return _create(ctx, ctx.pretix, work)
-    return _upgrade(ctx, ctx.pretix, work)
+        ran = _create(ctx, ctx.pretix, work)
+    else:
+        ran = _upgrade(ctx, ctx.pretix, work)
+    return ran if isinstance(ran, Ran) else Ran(ran)
 
 
-def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionOutcome:
+def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionOutcome | Ran:
     config = work.conference
     if config.voucher_valid_until is not None and config.voucher_valid_until <= ctx.clock():
         return _settle(
@@ -154,15 +164,17 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionO
         return _failed(ctx, work, created)
     verb = "created" if result is ProvisionResult.CREATED else "adopted existing"
     step = Step("pretix", ok=True, detail=f"{verb} voucher #{created.id} ({created.code})")
-    if not _record(ctx, work, created, upgraded=False):
+    recorded = _record(ctx, work, created, upgraded=False)
+    if recorded is None:
         return _lost_create(ctx, pretix, work, created)
     return _done(
+        recorded,
         work,
-        result,
-        f"Grant voucher {created.code} {verb.split(maxsplit=1)[0]} in Pretix "
+        result=result,
+        message=f"Grant voucher {created.code} {verb.split(maxsplit=1)[0]} in Pretix "
         f"for {work.grant.full_name}.",
-        created,
-        step,
+        voucher=created,
+        step=step,
     )
 
 
@@ -200,7 +212,7 @@ def _clear_superseded(
     return None
 
 
-def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionOutcome:
+def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionOutcome | Ran:
     event = work.event
     known_id = work.pretix_voucher_id
     current: Voucher | PretixFailure | None
@@ -247,19 +259,30 @@ def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: Work) -> Provision
         ok=True,
         detail=f"voucher #{updated.id} changed to price {updated.price_mode} {updated.value}",
     )
-    if not _record(ctx, work, updated, upgraded=True):
+    recorded = _record(ctx, work, updated, upgraded=True)
+    if recorded is None:
         return _superseded(work)
     return _done(
+        recorded,
         work,
-        ProvisionResult.UPGRADED,
-        f"Co-speaker voucher {updated.code} upgraded to a free grant voucher for "
+        result=ProvisionResult.UPGRADED,
+        message=f"Co-speaker voucher {updated.code} upgraded to a free grant voucher for "
         f"{work.grant.full_name}.",
-        updated,
-        step,
+        voucher=updated,
+        step=step,
     )
 
 
-def _record(ctx: ServiceContext, work: Work, voucher: Voucher, *, upgraded: bool) -> bool:
+@dataclass(frozen=True)
+class _Recorded:
+    email: voucher_row.EmailClaim | None
+
+
+def _record(
+    ctx: ServiceContext, work: Work, voucher: Voucher, *, upgraded: bool
+) -> _Recorded | None:
+    """Record the voucher and, in the same transaction, claim its email; None when lost."""
+    now = ctx.clock()
     with ctx.db.transaction() as session:
         won = voucher_row.record_created(
             session,
@@ -268,9 +291,21 @@ def _record(ctx: ServiceContext, work: Work, voucher: Voucher, *, upgraded: bool
             code=voucher.code,
             upgraded=upgraded,
         )
+        claim = (
+            voucher_row.claim_email(
+                session,
+                voucher_id=work.ticket.voucher_id,
+                now=now,
+                lease_until=now + ctx.lease,
+                resend=False,
+            )
+            if won and ctx.mailer is not None
+            else None
+        )
     if not won:
         log.warning("voucher row settled by another worker", voucher=work.ticket.voucher_id)
-    return won
+        return None
+    return _Recorded(claim)
 
 
 def _lost_create(
@@ -382,14 +417,23 @@ def _failure(
 
 
 def _done(
-    work: Work, result: ProvisionResult, message: str, voucher: Voucher, step: Step
-) -> ProvisionOutcome:
+    recorded: _Recorded,
+    work: Work,
+    *,
+    result: ProvisionResult,
+    message: str,
+    voucher: Voucher,
+    step: Step,
+) -> Ran:
     outcome = _outcome(work, result, message, step)
-    return replace(
-        outcome,
-        voucher_code=voucher.code,
-        voucher_type=VoucherType.GRANT,
-        pretix_voucher_id=voucher.id,
+    return Ran(
+        replace(
+            outcome,
+            voucher_code=voucher.code,
+            voucher_type=VoucherType.GRANT,
+            pretix_voucher_id=voucher.id,
+        ),
+        recorded.email,
     )
 
 

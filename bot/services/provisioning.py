@@ -31,10 +31,10 @@ from bot.services.outcomes import (
     ProvisionResult,
     Step,
 )
-from bot.services.pretix_work import Work, create_request, run_work
+from bot.services.pretix_work import Ran, Work, create_request, run_work
 from bot.services.provisioning_facts import Facts, load_facts, load_one
 from bot.services.provisioning_rules import Action, Decision, Verdict
-from bot.services.voucher_email import deliver_voucher_email, email_step
+from bot.services.voucher_email import deliver_voucher_email, email_step, send_claimed_email
 from bot.storage import ConferenceVoucher, Grant, VoucherState, VoucherType
 
 log = structlog.get_logger(__name__)
@@ -122,6 +122,7 @@ def _provision(
         return _outcome(None, ProvisionResult.GRANT_NOT_FOUND, f"There is no grant #{grant_id}.")
     releasing = release_hold and facts.hold_reason is not None
     decision = facts.decide(ctx, now=now, background=background)
+    claim: voucher_row.EmailClaim | None = None
     if not decision.acts and not releasing:
         outcome = _answer(facts, decision)  # read-only: nothing to reserve or record
     else:
@@ -130,8 +131,12 @@ def _provision(
         ) or _reserve(
             ctx, grant_id=grant_id, actor=actor, releasing=releasing, background=background
         )
-        outcome = run_work(ctx, reserved) if isinstance(reserved, Work) else reserved
-    if outcome.has_voucher:
+        ran = run_work(ctx, reserved) if isinstance(reserved, Work) else Ran(reserved)
+        outcome, claim = ran.outcome, ran.email
+    if claim is not None:  # claimed when the voucher was recorded, in the same transaction
+        email = send_claimed_email(ctx, claim)
+        outcome = replace(outcome, email=email, steps=(*outcome.steps, email_step(email)))
+    elif outcome.has_voucher:
         email = _already_mailed(facts, outcome) or deliver_voucher_email(
             ctx, voucher_id=_voucher_id(ctx, facts, outcome)
         )

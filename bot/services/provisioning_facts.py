@@ -14,7 +14,6 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from bot.conferences import ConferenceConfig
-from bot.mailer import recipient_problem
 from bot.services.context import ServiceContext
 from bot.services.outcomes import GrantRef
 from bot.services.provisioning_rules import (
@@ -133,9 +132,8 @@ def _load_chunk(
                 status=grant.status,
                 email_key=grant.email_key,
                 hold_reason=grant.hold_reason,
-                email_problem=(
-                    recipient_problem(grant.full_name, grant.email) if grant.email else None
-                ),
+                name=grant.full_name,
+                email=grant.email,
             ),
             hold_reason=grant.hold_reason,
             voucher=by_person.get((grant.conference_id, grant.email_key or "")),

@@ -16,6 +16,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
+from bot.mailer import recipient_problem
 from bot.storage import EmailState, GrantStatus, VoucherState, VoucherType
 
 
@@ -59,7 +60,13 @@ class GrantFacts:
     status: GrantStatus
     email_key: str | None
     hold_reason: str | None
-    email_problem: str | None = None  # why no email could be written to this grantee
+    name: str = ""
+    email: str | None = None
+
+    @property
+    def email_problem(self) -> str | None:
+        """Why no email could be written to this grantee (checked only when work is due)."""
+        return recipient_problem(self.name, self.email) if self.email else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,10 +133,16 @@ def decide(
     if moved is not None and moved.state is not VoucherState.REVOKED:
         return _nothing(Verdict.EMAIL_CHANGED)
     if voucher is None:
-        return Decision(Action.CREATE) if conference.pretix else _nothing(Verdict.PRETIX_OFF)
-    return _existing(
-        grant, voucher, conference, now=now, background=background, schedule=respect_schedule
-    )
+        decision = Decision(Action.CREATE) if conference.pretix else _nothing(Verdict.PRETIX_OFF)
+    else:
+        decision = _existing(
+            grant, voucher, conference, now=now, background=background, schedule=respect_schedule
+        )
+    # Never reserve (or upgrade, or link for an email) a voucher whose email can never be
+    # built; the check is costly, so it runs only when there is work.
+    if decision.acts and grant.email_problem:
+        return _nothing(Verdict.UNMAILABLE)
+    return decision
 
 
 def _refusal(grant: GrantFacts, conference: ConferenceFacts) -> Decision | None:
@@ -144,8 +157,6 @@ def _refusal(grant: GrantFacts, conference: ConferenceFacts) -> Decision | None:
         return _nothing(Verdict.HELD)
     if not conference.issue_vouchers:
         return _nothing(Verdict.NOT_ISSUING)
-    if grant.email_problem:
-        return _nothing(Verdict.UNMAILABLE)
     return None
 
 

@@ -50,17 +50,26 @@ def deliver_voucher_email(
         )
         if claim is None:
             return _why_not(session, voucher_id, resend=resend)
-        config = ctx.conference(claim.conference_code)
-        if config is None:
+    return send_claimed_email(ctx, claim, resend=resend)
+
+
+def send_claimed_email(
+    ctx: ServiceContext, claim: voucher_row.EmailClaim, *, resend: bool = False
+) -> EmailOutcome:
+    """Send an email whose claim was won (here, or when its voucher was recorded)."""
+    assert ctx.mailer is not None  # a claim is taken only when email is configured
+    config = ctx.conference(claim.conference_code)
+    if config is None:
+        with ctx.db.transaction() as session:
             voucher_row.release_email(
                 session,
                 claim,
                 error="the conference is no longer configured",
                 permanent=True,
                 max_attempts=ctx.max_email_attempts,
-                retry_at=now,
+                retry_at=ctx.clock(),
             )
-            return EmailOutcome(EmailResult.NOT_DUE, "the conference is no longer configured")
+        return EmailOutcome(EmailResult.NOT_DUE, "the conference is no longer configured")
     message = _compose(ctx, claim, config, resend=resend)
     try:
         ctx.mailer.send(message)
@@ -68,7 +77,7 @@ def deliver_voucher_email(
         return _release(ctx, claim, exc)
     with ctx.db.transaction() as session:
         voucher_row.record_email_sent(session, claim, now=ctx.clock())
-    log.info("voucher email sent", voucher=voucher_id, message_id=message.message_id)
+    log.info("voucher email sent", voucher=claim.voucher_id, message_id=message.message_id)
     return EmailOutcome(
         EmailResult.SENT, f"voucher email sent to {claim.to_address}", message.message_id
     )
