@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, or_, select, true, update
+from sqlalchemy import ColumnElement, Table, and_, case, exists, false, or_, select, true, update
 from sqlalchemy.orm import Session, aliased
 
 from bot.pretix import EventRef, KeyScope
@@ -33,6 +33,9 @@ from bot.storage import (
 )
 
 CV = ConferenceVoucher
+# Transitions are Core UPDATEs on the table: no ORM objects are involved, and the ORM's
+# bulk-update machinery costs more CPU than the statement itself.
+TABLE: Table = ConferenceVoucher.__table__  # type: ignore[assignment]  # it is a Table
 
 # Voucher types whose email the bot sends: a co-speaker voucher is a discount, never
 # announced as a free ticket (it is upgraded to a grant voucher first).
@@ -88,16 +91,7 @@ def email_due(now: dt.datetime) -> ColumnElement[bool]:
     since waits for a person), and only while the grant is confirmed and not held.
     The claim and the reconciler's search share this one rule.
     """
-    return and_(
-        CV.state == VoucherState.CREATED,
-        CV.voucher_type.in_(MAILABLE_TYPES),
-        CV.email_sent_at.is_(None),
-        or_(
-            CV.email_state == EmailState.PENDING,
-            and_(CV.email_state == EmailState.SENDING, email_lease_over(now)),
-        ),
-        _addressed_as_reserved(),
-    )
+    return and_(_EMAIL_DUE_ALWAYS, or_(_EMAIL_PENDING, and_(_EMAIL_SENDING, email_lease_over(now))))
 
 
 def _addressed_as_reserved() -> ColumnElement[bool]:
@@ -113,14 +107,20 @@ def _addressed_as_reserved() -> ColumnElement[bool]:
     )
 
 
+# The parts of the rule that do not depend on the time, built once (building SQL
+# expressions costs more CPU than running them on the hot path).
+_EMAIL_DUE_ALWAYS = and_(
+    CV.state == VoucherState.CREATED,
+    CV.voucher_type.in_(MAILABLE_TYPES),
+    CV.email_sent_at.is_(None),
+    _addressed_as_reserved(),
+)
+_EMAIL_PENDING = CV.email_state == EmailState.PENDING
+_EMAIL_SENDING = CV.email_state == EmailState.SENDING
+
+
 def _won(session: Session, where: ColumnElement[bool], values: dict[str, Any]) -> bool:
-    row = session.execute(
-        update(CV)
-        .where(where)
-        .values(**values)
-        .returning(CV.id)
-        .execution_options(synchronize_session=False)
-    ).first()
+    row = session.execute(update(TABLE).where(where).values(**values).returning(CV.id)).first()
     return row is not None
 
 
@@ -583,7 +583,7 @@ def claim_email(
     else:
         due, values = email_due(now), {}
     row = session.execute(
-        update(CV)
+        update(TABLE)
         .where(CV.id == voucher_id, due)
         .values(email_state=EmailState.SENDING, email_lease_expires_at=lease_until, **values)
         .returning(
@@ -595,7 +595,6 @@ def claim_email(
             CV.grant_id,
             CV.email_key,
         )
-        .execution_options(synchronize_session=False)
     ).first()
     if row is None:
         return None
