@@ -88,6 +88,7 @@ def test_starts_without_any_settings_on_sqlite_and_says_what_is_off(
     assert answer.json()["slack"] is False
     process.terminate()
     output, _ = process.communicate(timeout=10)
+    assert process.returncode == 0, "a stop by SIGTERM is a clean stop (make run says nothing)"
     assert "Traceback" not in output
     assert "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET" in output
     assert "set PRETIX_URL and PRETIX_TOKEN" in output
