@@ -378,7 +378,7 @@ def _print_status(report: GrantStatusReport) -> None:
 
 
 def _print_summaries(bot: Bot) -> None:
-    summaries = conference_summaries(bot.db)
+    summaries = conference_summaries(bot.db, bot.conferences)
     if not summaries:
         out.print("No conferences yet.")
     for summary in summaries:
@@ -390,6 +390,9 @@ def _print_summaries(bot: Bot) -> None:
         out.print(f"  vouchers: {vouchers or 'none'} ({kinds or '-'})", markup=False)
         emails = ", ".join(f"{n} {s}" for s, n in sorted(summary.emails_by_state.items()))
         out.print(f"  emails: {emails or 'none'}", markup=False)
+        if not summary.issues_vouchers:
+            out.print("  not issuing vouchers (issue_vouchers = false): nothing is missing")
+            continue
         out.print(
             f"  held for staff: {summary.held}; confirmed without a voucher: "
             f"{summary.confirmed_without_voucher}"

@@ -299,3 +299,28 @@ def test_check_passes_a_conference_channel_the_bot_is_in(
     assert channel is not None
     [line] = [line for line in result.stdout.splitlines() if channel in line]
     assert line.startswith("ok") and "#grants" in line
+
+
+def test_status_does_not_call_grants_of_a_conference_not_issuing_vouchers_missing(
+    tmp_path: Path,
+    conference: ConferenceConfig,
+    make_grant: Callable[..., int],
+    bot_env: dict[str, str],
+) -> None:
+    make_grant()
+    past = conference.model_copy(update={"issue_vouchers": False})
+    config = write_file(tmp_path, "past.toml", conferences_toml(past))
+
+    result = run_cli({**bot_env, "CONFERENCES_FILE": str(config)}, "status")
+
+    assert result.returncode == 0, result.stderr
+    after = result.stdout.split(f"({conference.code})\n", 1)[1].splitlines()
+    block = "\n".join(
+        line
+        for line in after[
+            : next((i for i, line in enumerate(after) if not line.startswith("  ")), len(after))
+        ]
+    )
+    assert "grants: 1 confirmed" in block
+    assert "confirmed without a voucher" not in block
+    assert "not issuing vouchers" in block

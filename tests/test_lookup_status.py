@@ -260,3 +260,26 @@ def test_an_empty_conference_has_an_empty_summary(
     assert summary.grants_by_status == Counter()
     assert summary.vouchers_by_state == Counter()
     assert (summary.held, summary.confirmed_without_voucher) == (0, 0)
+
+
+def test_a_conference_that_does_not_issue_vouchers_shows_grants_but_misses_none(
+    ctx: ServiceContext, conference: ConferenceConfig, make_grant: Callable[..., int]
+) -> None:
+    make_grant()  # confirmed, no voucher: last year's grant, long settled elsewhere
+    make_grant(previous_status="waiting_list")  # held, but nobody will issue it
+    past = conference.model_copy(update={"issue_vouchers": False})
+
+    [summary] = [
+        s for s in conference_summaries(ctx.db, {past.code: past}) if s.code == conference.code
+    ]
+    [issuing] = [
+        s
+        for s in conference_summaries(ctx.db, {conference.code: conference})
+        if s.code == conference.code
+    ]
+
+    assert summary.grants_by_status == Counter({"confirmed": 2})
+    assert not summary.issues_vouchers
+    assert (summary.held, summary.confirmed_without_voucher) == (0, 0)
+    assert issuing.issues_vouchers
+    assert (issuing.held, issuing.confirmed_without_voucher) == (1, 2)
