@@ -283,3 +283,26 @@ def test_a_conference_that_does_not_issue_vouchers_shows_grants_but_misses_none(
     assert (summary.held, summary.confirmed_without_voucher) == (0, 0)
     assert issuing.issues_vouchers
     assert (issuing.held, issuing.confirmed_without_voucher) == (1, 2)
+
+
+def test_several_grants_suggest_the_current_conference_first(
+    make_ctx: Callable[..., ServiceContext],
+    conference: ConferenceConfig,
+    grant_payload: Callable[..., GrantPayload],
+) -> None:
+    # Last year's conference is synced after this year's (a higher id, "newer" by row).
+    current = conference
+    last_year = conference.model_copy(
+        update={"code": unique("past"), "name": "PyCon Italia 2025", "issue_vouchers": False}
+    )
+    configured = Conferences({current.code: current, last_year.code: last_year})
+    ctx = make_ctx(conferences=configured)
+    email = f"{unique('both')}@example.org"
+    for code in (current.code, last_year.code):
+        store(ctx, grant_payload(conference=code, email=email))
+
+    resolution = resolve_grant(ctx.db, Target(TargetKind.EMAIL, email), conferences=configured)
+
+    assert resolution.grant is None and resolution.problem is not None
+    assert [g.conference for g in resolution.candidates] == [current.code, last_year.code]
+    assert resolution.problem.endswith(f"e.g. `{current.code}`.")

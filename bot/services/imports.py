@@ -321,6 +321,12 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"])
+        if where and error["type"] == "missing":
+            parts.append(f"{where} is missing")
+            continue
+        if where and error.get("input") is None and not error["type"].startswith("value_error"):
+            parts.append(f"{where} is empty")  # an empty CSV cell, a JSON null
+            continue
         message = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
