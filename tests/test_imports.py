@@ -212,7 +212,7 @@ def test_json_errors_name_the_line_where_each_bad_object_starts(
 
     assert report.rows == 4
     assert [(e.line, e.message.split(":")[0]) for e in report.errors] == [
-        (3, "updated_at"),
+        (3, "updated_at is missing"),
         (10, "expected an object with named fields"),
         (12, "a confirmed grant needs an email address"),
     ]
