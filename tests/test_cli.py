@@ -31,6 +31,7 @@ def run_cli(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.Com
         [sys.executable, "-m", "bot", *args],
         cwd=cwd,
         env=env,
+        stdin=subprocess.DEVNULL,  # no terminal: what CI and scripts see (no question asked)
         capture_output=True,
         text=True,
         timeout=120,
@@ -142,9 +143,9 @@ def test_provision_from_the_command_line_again_and_again(
     assert "voucher:" in status.stdout and "sent" in status.stdout
 
 
-def test_provision_unknown_grant_exits_1_with_a_message(bot_env: dict[str, str]) -> None:
+def test_provision_unknown_grant_exits_2_with_a_message(bot_env: dict[str, str]) -> None:
     result = run_cli(bot_env, "provision", unique("nobody"))
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input: no grant by that id
     assert "No grant found" in result.stderr
 
 
@@ -159,7 +160,7 @@ def test_grants_import_reports_bad_rows_by_line_and_keeps_good_ones(
 
     result = run_cli(bot_env, "grants", "import", str(path))
 
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input, though the good row is kept
     assert "6 bad rows skipped" in result.stderr
     for line in range(2, 8):  # every row but the last (line 8) is bad
         assert f"line {line}:" in result.stderr
@@ -185,7 +186,7 @@ def test_grants_import_of_a_hostile_file_reports_lines_and_a_second_run_changes_
     again = run_cli(bot_env, "grants", "import", str(path))
 
     assert "Traceback" not in first.stderr + again.stderr
-    assert first.returncode == 1
+    assert first.returncode == 2
     assert "line 3: a cell is longer than" in first.stderr
     assert "Read 3 grants: 2 created." in first.stdout
     assert "Read 3 grants: 2 unchanged; nothing changed." in again.stdout
@@ -199,7 +200,7 @@ def test_grants_import_of_a_file_that_is_not_utf8_says_so(
 
     result = run_cli(bot_env, "grants", "import", str(path))
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "is not UTF-8 text (byte 0xeb on line 2); save it as UTF-8" in result.stderr
 
