@@ -586,7 +586,7 @@ def _print_outcomes(outcomes: list[ProvisionOutcome]) -> bool:
 def _plan_line(plan: Planned) -> str:
     grant = plan.grant
     who = f"{grant.full_name} (grant {grant.external_id}, {grant.conference})" if grant else "?"
-    return f"{who}: {plan.branch.value}" + (f" ({plan.detail})" if plan.detail else "")
+    return f"{who}: {plan.branch.value}" + (f"; {plan.detail}" if plan.detail else "")
 
 
 def _print_plan(plan: ImportPlan) -> int:

@@ -133,6 +133,8 @@ def _detail(facts: Facts, branch: Branch) -> str:
         return f"held for staff: {facts.hold_reason}"
     if branch is Branch.EMAIL_CHANGED and facts.moved is not None:
         return f"voucher {facts.moved.code} was issued to another address; a person decides"
+    if branch is Branch.EMAIL_ONLY and row is not None:
+        return f"{row.voucher_type.value} voucher {row.code} exists; its email never went out"
     if branch is Branch.NEW and row is not None:
         return f"a new code replaces revoked voucher {row.code}"
     if row is not None and row.last_error and branch in (Branch.NEEDS_REVIEW, Branch.FAILED):
