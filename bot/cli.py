@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from bot import migrations
@@ -26,10 +37,26 @@ from bot.services.checks import (
     check_slack,
     check_smtp,
 )
-from bot.services.imports import ImportFileError, ImportReport, import_grants, import_vouchers
+from bot.services.dry_run import (
+    ISSUES,
+    ImportPlan,
+    Planned,
+    conferences_without_speaker_vouchers,
+    plan_grant_import,
+    plan_provisioning,
+)
+from bot.services.imports import (
+    ImportFileError,
+    ImportReport,
+    RowError,
+    import_grants,
+    import_vouchers,
+    read_grants,
+)
 from bot.services.lookup import parse_target, resolve_grant
 from bot.services.outcomes import (
     HAS_VOUCHER,
+    EmailResult,
     GrantRef,
     IntakeAction,
     ProvisionOutcome,
@@ -42,25 +69,73 @@ from bot.services.resend import resend_voucher_email
 from bot.services.revocation import revoke_grant_voucher
 from bot.services.status import GrantStatusReport, conference_summaries, grant_status
 from bot.settings import ConfigError, Settings, load_settings
-from bot.storage import Source, describe_connection_error, utcnow
+from bot.storage import Conference, GrantStatus, Source, describe_connection_error, utcnow
 
+EXIT_STATUS_HELP = (
+    "Exit status, every command: 0 all good; 1 something needs a person (a held grant, a "
+    "failure, a check that fails); 2 bad input (settings, arguments, an unknown grant or "
+    "conference, bad rows in a file)."
+)
+# Plain click help: the rich help of this typer version writes <bool> beside every flag.
 app = typer.Typer(
-    help="Voucher bot: issue Pretix vouchers to financial-aid grantees.",
+    help=f"Voucher bot: issue Pretix vouchers to financial-aid grantees.\n\n{EXIT_STATUS_HELP}",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-grants_app = typer.Typer(help="Grants from the conference backend.", no_args_is_help=True)
-vouchers_app = typer.Typer(help="Vouchers made elsewhere (speakers).", no_args_is_help=True)
+grants_app = typer.Typer(
+    help="Grants from the conference backend.", no_args_is_help=True, rich_markup_mode=None
+)
+vouchers_app = typer.Typer(
+    help="Vouchers made elsewhere (speakers).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(grants_app, name="grants")
 app.add_typer(vouchers_app, name="vouchers")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: a long sentence stays on one line (greppable), never cut at the terminal width.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-Target = Annotated[str, typer.Argument(help="A grant id, an email address or a Slack user id.")]
+OK, NEEDS_PERSON, BAD_INPUT = 0, 1, 2
+# An import that would issue more vouchers than this asks first, on a terminal.
+CONFIRM_ABOVE = 5
+
+
+class _Options:
+    verbose = False
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show the bot's log lines (LOG_LEVEL) on the terminal."
+        ),
+    ] = False,
+) -> None:
+    """Voucher bot: issue Pretix vouchers to financial-aid grantees."""
+    _Options.verbose = verbose
+
+
+Target = Annotated[
+    str,
+    typer.Argument(
+        help="A grant id, an email address or a Slack user id.",
+        metavar="TARGET",
+        show_default=False,
+    ),
+]
 ConferenceOption = Annotated[
-    str | None, typer.Option("--conference", "-c", help="Conference code, when several match.")
+    str | None,
+    typer.Option("--conference", "-c", help="Conference code, when several match.", metavar="CONF"),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Say what would happen, by branch; do nothing.")
+]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask before issuing many vouchers.")
 ]
 
 # Outcomes after which a script may carry on; anything else exits with status 1.
@@ -68,24 +143,33 @@ SUCCESS = HAS_VOUCHER | {ProvisionResult.IN_PROGRESS}
 REVOKE_DONE = {RevokeResult.REVOKED, RevokeResult.ALREADY_GONE, RevokeResult.ALREADY_REVOKED}
 
 
-def _settings() -> Settings:
+def _settings(*, server: bool = False) -> Settings:
     try:
         settings = load_settings()
     except ConfigError as exc:
         err.print(exc.render(), markup=False)
-        raise typer.Exit(2) from None
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+        raise typer.Exit(BAD_INPUT) from None
+    configure_logging(level=_log_level(settings, server=server), fmt=settings.log_format)
     return settings
 
 
+def _log_level(settings: Settings, *, server: bool) -> str:
+    """The server logs at LOG_LEVEL; a command shows warnings only, unless `-v`."""
+    if server:
+        return settings.log_level
+    if _Options.verbose:
+        return "DEBUG" if settings.log_level == "DEBUG" else "INFO"
+    return "ERROR" if settings.log_level == "ERROR" else "WARNING"
+
+
 @contextmanager
-def _bot(*, migrate: bool | None = None, sync: bool = True) -> Iterator[Bot]:
-    settings = _settings()
+def _bot(*, migrate: bool | None = None, sync: bool = True, server: bool = False) -> Iterator[Bot]:
+    settings = _settings(server=server)
     try:
         bot = build_bot(settings, migrate=migrate, sync=sync)
     except ConfigError as exc:
         err.print(exc.render(), markup=False)
-        raise typer.Exit(2) from None
+        raise typer.Exit(BAD_INPUT) from None
     except OperationalError as exc:
         _database_unusable(exc, settings)
     try:
@@ -98,8 +182,8 @@ def _bot(*, migrate: bool | None = None, sync: bool = True) -> Iterator[Bot]:
 
 def _database_unusable(exc: OperationalError, settings: Settings) -> NoReturn:
     message = describe_connection_error(exc, settings.database_url)
-    err.print(f"DATABASE_URL: {message}", markup=False, soft_wrap=True)
-    raise typer.Exit(2) from None
+    err.print(f"DATABASE_URL: {message}", markup=False)
+    raise typer.Exit(BAD_INPUT) from None
 
 
 def _actor() -> Actor:
@@ -107,15 +191,67 @@ def _actor() -> Actor:
 
 
 def _resolve(bot: Bot, text: str, conference: str | None) -> GrantRef:
+    """The one grant `text` names, or a message and exit status 2 (bad input)."""
     target = parse_target(text)
     if target is None:
-        err.print(f"Not a grant id, email address or Slack user: {text!r}")
-        raise typer.Exit(2)
-    resolution = resolve_grant(bot.db, target, conference=conference)
+        err.print(f"Not a grant id, email address or Slack user: {text!r}", markup=False)
+        raise typer.Exit(BAD_INPUT)
+    if conference is not None:
+        _known_conference(bot, conference)
+    resolution = resolve_grant(bot.db, target, conference=conference, conferences=bot.conferences)
     if resolution.grant is None:
         err.print(resolution.problem or "No grant found.", markup=False)
-        raise typer.Exit(1)
+        raise typer.Exit(BAD_INPUT)
     return resolution.grant
+
+
+def _known_conference(bot: Bot, code: str) -> None:
+    """Exit 2 unless `code` is a configured conference, or one the database remembers."""
+    with bot.db.transaction() as session:
+        stored = set(session.scalars(select(Conference.code)))
+    known = set(bot.conferences) | stored
+    if code not in known:
+        listed = ", ".join(sorted(bot.conferences)) or "none configured"
+        err.print(f"Unknown conference {code!r} (configured: {listed}).", markup=False)
+        raise typer.Exit(BAD_INPUT)
+
+
+def _is_terminal() -> bool:
+    """Whether a person is at the keyboard: standard input is a terminal (not CI, a script)."""
+    return sys.stdin.isatty()
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    """A progress bar on standard error, drawn only on a terminal; gone when done."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        yield progress
+
+
+class _Stages:
+    """Turns a service's (stage, total) and per-item calls into progress bar tasks."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+
+    def stage(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, visible=False)
+        self.task = self.progress.add_task(name, total=total)
+
+    def advance(self, *_args: object) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
 
 
 @app.command()
@@ -123,8 +259,8 @@ def serve() -> None:
     """Run the bot: HTTP endpoints, background worker and scheduler (same as `python app.py`)."""
     from bot.server import serve as run_server
 
-    with _bot() as bot:
-        err.print(startup_summary(bot), markup=False, soft_wrap=True)
+    with _bot(server=True) as bot:
+        err.print(startup_summary(bot), markup=False)
         run_server(bot)
 
 
@@ -150,61 +286,134 @@ def downgrade(
 
 @grants_app.command("import")
 def grants_import(
-    file: Annotated[Path, typer.Argument(help="A CSV or JSON file of grants.")],
+    file: Annotated[Path, typer.Argument(help="A CSV or JSON file of grants.", metavar="FILE")],
     provision: Annotated[
-        bool, typer.Option(help="Provision vouchers for newly confirmed grants.")
+        bool,
+        typer.Option(
+            "--provision/--no-provision", help="Provision vouchers for newly confirmed grants."
+        ),
     ] = True,
     workers: Annotated[int, typer.Option(min=1, max=32, help="Grants provisioned at once.")] = 4,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
 ) -> None:
-    """Import grants (CSV or JSON); bad rows are reported, good rows kept."""
-    with _bot() as bot, Progress(console=err, transient=True) as progress:
-        task = progress.add_task("provisioning", total=None)
+    """Import grants (CSV or JSON); bad rows are reported, good rows kept.
+
+    Import speaker and co-speaker vouchers first (`vouchers import`). On a terminal, an
+    import that would issue more than 5 vouchers asks first unless --yes; without a
+    terminal (CI, scripts) it goes ahead.
+    """
+    with _bot() as bot:
         try:
-            report = import_grants(
-                bot.services,
-                path=file,
-                actor=_actor(),
-                provision=provision,
-                workers=workers,
-                on_progress=lambda _outcome: progress.advance(task),
-            )
+            _warn_speakerless(bot, file)
+            if dry_run:
+                plan = plan_grant_import(
+                    bot.services, path=file, actor=_actor(), provision=provision
+                )
+                raise typer.Exit(_print_plan(plan))
+            if provision and not yes and _is_terminal():
+                _confirm_import(bot, file)
+            with _progress() as progress:
+                stages = _Stages(progress)
+                report = import_grants(
+                    bot.services,
+                    path=file,
+                    actor=_actor(),
+                    provision=provision,
+                    workers=workers,
+                    on_progress=stages.advance,
+                    on_row=stages.advance,
+                    on_stage=stages.stage,
+                )
         except ImportFileError as exc:
-            err.print(str(exc), markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            err.print(str(exc), markup=False)
+            raise typer.Exit(BAD_INPUT) from None
     _print_import(report, noun="grants")
-    if report.provisioned:
-        _print_outcomes(report.provisioned)
+    needs_person = _print_outcomes(report.provisioned)
     if report.errors:
-        raise typer.Exit(1)
+        raise typer.Exit(BAD_INPUT)
+    if needs_person or report.held or report.notes:
+        raise typer.Exit(NEEDS_PERSON)
+
+
+def _warn_speakerless(bot: Bot, file: Path) -> None:
+    """Warn about conferences with confirmed grants in the file and no speaker vouchers."""
+    _rows, payloads, _errors = read_grants(bot.services, file)
+    codes = {
+        payload.conference
+        for _line, payload in payloads
+        if payload.status == GrantStatus.CONFIRMED
+        and (config := bot.conferences.get(payload.conference)) is not None
+        and config.issue_vouchers
+    }
+    for code in conferences_without_speaker_vouchers(bot.services, codes):
+        err.print(
+            f"warning: no speaker or co-speaker vouchers are known for {code}. Import them "
+            "before grants (`python -m bot vouchers import FILE`): a speaker who also has a "
+            "grant would otherwise get a second voucher.",
+            markup=False,
+        )
+
+
+def _confirm_import(bot: Bot, file: Path) -> None:
+    plan = plan_grant_import(bot.services, path=file, actor=_actor())
+    if plan.issues <= CONFIRM_ABOVE:
+        return
+    branches = plan.branches
+    shown = ", ".join(
+        f"{count} {branch.value}" for branch, count in branches.most_common() if branch in ISSUES
+    )
+    question = (
+        f"This import would issue {plan.issues} vouchers in Pretix ({shown}) and email each "
+        "grantee. Go on?"
+    )
+    if not typer.confirm(question, default=False, err=True):
+        err.print("Nothing imported.")
+        raise typer.Exit(NEEDS_PERSON)
 
 
 @vouchers_app.command("import")
 def vouchers_import(
-    file: Annotated[Path, typer.Argument(help="A CSV or JSON file of vouchers.")],
+    file: Annotated[Path, typer.Argument(help="A CSV or JSON file of vouchers.", metavar="FILE")],
 ) -> None:
     """Import vouchers made elsewhere (speaker, co-speaker); importing twice changes nothing."""
-    with _bot() as bot:
+    with _bot() as bot, _progress() as progress:
+        stages = _Stages(progress)
         try:
-            report = import_vouchers(bot.services, path=file, actor=_actor())
+            report = import_vouchers(
+                bot.services,
+                path=file,
+                actor=_actor(),
+                on_row=stages.advance,
+                on_stage=stages.stage,
+            )
         except ImportFileError as exc:
-            err.print(str(exc), markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            err.print(str(exc), markup=False)
+            raise typer.Exit(BAD_INPUT) from None
     _print_import(report, noun="vouchers")
     if report.errors:
-        raise typer.Exit(1)
+        raise typer.Exit(BAD_INPUT)
+    if report.needs_person:
+        raise typer.Exit(NEEDS_PERSON)
 
 
 @app.command()
-def provision(target: Target, conference: ConferenceOption = None) -> None:
+def provision(
+    target: Target, conference: ConferenceOption = None, dry_run: DryRunOption = False
+) -> None:
     """Give a confirmed grantee their voucher and email (safe to repeat; releases a hold)."""
     with _bot() as bot:
         grant = _resolve(bot, target, conference)
+        if dry_run:
+            [plan] = plan_provisioning(bot.services, [grant.id], release_hold=True)
+            out.print(f"Dry run, nothing done: {_plan_line(plan)}", markup=False)
+            raise typer.Exit(NEEDS_PERSON if plan.needs_person else OK)
         outcome = provision_grant_voucher(
             bot.services, grant_id=grant.id, actor=_actor(), release_hold=True
         )
     _print_outcome(outcome)
-    if outcome.result not in SUCCESS or outcome.needs_attention:
-        raise typer.Exit(1)
+    if _needs_person(outcome):
+        raise typer.Exit(NEEDS_PERSON)
 
 
 @app.command()
@@ -215,7 +424,7 @@ def resend(target: Target, conference: ConferenceOption = None) -> None:
         outcome = resend_voucher_email(bot.services, grant_id=grant.id, actor=_actor())
     out.print(outcome.message, markup=False)
     if not outcome.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(NEEDS_PERSON)
 
 
 @app.command()
@@ -226,7 +435,7 @@ def revoke(target: Target, conference: ConferenceOption = None) -> None:
         outcome = revoke_grant_voucher(bot.services, grant_id=grant.id, actor=_actor())
     out.print(outcome.message, markup=False)
     if outcome.result not in REVOKE_DONE:
-        raise typer.Exit(1)
+        raise typer.Exit(NEEDS_PERSON)
 
 
 @app.command()
@@ -264,10 +473,10 @@ def check() -> None:
         ]
     for result in results:
         out.print(f"{_CHECK_MARKS[result.status]} {result.name}: ", end="")
-        out.print(result.detail, markup=False, soft_wrap=True)  # one line per part, greppable
+        out.print(result.detail, markup=False)  # one line per part, greppable
     # Off is a choice (the start banner says so too); only a configured part can fail.
     if any(result.failed for result in results):
-        raise typer.Exit(1)
+        raise typer.Exit(NEEDS_PERSON)
 
 
 _CHECK_MARKS = {
@@ -280,13 +489,31 @@ _CHECK_MARKS = {
 @app.command()
 def reconcile() -> None:
     """Run one reconciler pass now: finish half-done vouchers, send due emails."""
-    with _bot() as bot:
+    with _bot() as bot, _progress() as progress:
+        # One pass works in batches it does not announce: a spinner, not a made-up count.
+        progress.add_task("reconciling", total=None)
         report = reconcile_once(bot.services)
     if report.idle:
         out.print("Nothing to do.")
-    _print_outcomes(report.provisioned)
-    for email in report.emails:
-        out.print(f"email: {email.result.value}: {email.detail}", markup=False)
+    needs_person = _print_outcomes(report.provisioned)
+    failed_emails = [e for e in report.emails if e.result is EmailResult.FAILED]
+    if report.emails:
+        totals = Counter(email.result.value for email in report.emails)
+        out.print(f"Due emails: {_counts(totals)}.", markup=False)
+    for email in failed_emails:
+        out.print(f"  needs a person: email {email.result.value}: {email.detail}", markup=False)
+    unrevoked = [r for r in report.revoked if r.result not in REVOKE_DONE]
+    if report.revoked:
+        totals = Counter(revoke.result.value for revoke in report.revoked)
+        out.print(f"Unfinished revokes: {_counts(totals)}.", markup=False)
+    for revoke in unrevoked:
+        out.print(f"  needs a person: {revoke.message}", markup=False)
+    if needs_person or failed_emails or unrevoked:
+        raise typer.Exit(NEEDS_PERSON)
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{count} {name}" for name, count in counter.most_common())
 
 
 def _print_import(report: ImportReport, *, noun: str) -> None:
@@ -296,7 +523,6 @@ def _print_import(report: ImportReport, *, noun: str) -> None:
     out.print(
         f"Read {report.rows} {noun}: {counts or 'none stored'}{_nothing_changed(report)}.",
         markup=False,
-        soft_wrap=True,
     )
     for grant in report.held:
         out.print(
@@ -306,10 +532,14 @@ def _print_import(report: ImportReport, *, noun: str) -> None:
         )
     for note in report.notes:
         out.print(f"note: {note}", markup=False)
-    if report.errors:
-        err.print(f"{len(report.errors)} bad rows skipped:", markup=False)
-        for error in report.errors:
-            err.print(f"  {error}", markup=False, soft_wrap=True)
+    _print_errors(report.errors)
+
+
+def _print_errors(errors: Sequence[RowError]) -> None:
+    if errors:
+        err.print(f"{len(errors)} bad rows skipped:", markup=False)
+        for error in errors:
+            err.print(f"  {error}", markup=False)
 
 
 def _nothing_changed(report: ImportReport) -> str:
@@ -317,23 +547,83 @@ def _nothing_changed(report: ImportReport) -> str:
     return "; nothing changed" if unchanged and not report.provisioned else ""
 
 
-def _print_outcomes(outcomes: list[ProvisionOutcome]) -> None:
+def _needs_person(outcome: ProvisionOutcome) -> bool:
+    return outcome.result not in SUCCESS or outcome.needs_attention
+
+
+def _print_outcomes(outcomes: list[ProvisionOutcome]) -> bool:
+    """One summary: totals by outcome, then only the grants a person must look at.
+
+    Returns whether any grant needs a person.
+    """
     if not outcomes:
-        return
-    table = Table("grant", "name", "result", "code", "email")
-    for outcome in outcomes:
-        grant = outcome.grant
-        table.add_row(
-            f"{grant.conference}/{grant.external_id}" if grant else "?",
-            grant.full_name if grant else "?",
-            outcome.result.value,
-            outcome.voucher_code or "",
-            outcome.email.result.value if outcome.email else "",
+        return False
+    totals = Table("outcome", "grants", title="Provisioning", title_justify="left")
+    for result, count in Counter(o.result.value for o in outcomes).most_common():
+        totals.add_row(result, str(count))
+    emails = Counter(o.email.result.value for o in outcomes if o.email is not None)
+    for result, count in emails.most_common():
+        totals.add_row(f"email {result}", str(count))
+    out.print(totals)
+    problems = [o for o in outcomes if _needs_person(o)]
+    if problems:
+        table = Table(
+            "grant", "name", "outcome", "what to do", title="Needs a person", title_justify="left"
         )
-    out.print(table)
-    problems = [o for o in outcomes if o.result not in SUCCESS or o.needs_attention]
-    for outcome in problems:
-        out.print(f"attention: {outcome.message}", markup=False)
+        for outcome in problems:
+            grant = outcome.grant
+            email_failed = outcome.email is not None and outcome.email.result is EmailResult.FAILED
+            table.add_row(
+                f"{grant.conference}/{grant.external_id}" if grant else "?",
+                grant.full_name if grant else "?",
+                outcome.result.value + (", email failed" if email_failed else ""),
+                outcome.email.detail if email_failed and outcome.email else outcome.message,
+            )
+        out.print(table)
+    return bool(problems)
+
+
+def _plan_line(plan: Planned) -> str:
+    grant = plan.grant
+    who = f"{grant.full_name} (grant {grant.external_id}, {grant.conference})" if grant else "?"
+    return f"{who}: {plan.branch.value}" + (f"; {plan.detail}" if plan.detail else "")
+
+
+def _print_plan(plan: ImportPlan) -> int:
+    """The dry run of a grants import, in words; returns the exit status it stands for."""
+    out.print("Dry run: nothing stored, nothing sent to Pretix, no email.")
+    counts = ", ".join(f"{count} {action.value}" for action, count in sorted(plan.actions.items()))
+    bad = f"; {len(plan.errors)} bad" if plan.errors else ""
+    out.print(f"Read {plan.rows} grants: would be {counts or 'none stored'}{bad}.", markup=False)
+    for note in plan.notes:
+        out.print(f"note: {note}", markup=False)
+    if plan.waiting_for_staff:
+        out.print(
+            f"{plan.waiting_for_staff} newly confirmed grants would wait for staff "
+            "(--no-provision)."
+        )
+    needs_person = [p for p in plan.provisioning if p.needs_person]
+    held = [p for p in needs_person if p.grant is not None and p.grant in plan.held]
+    if plan.provisioning:
+        table = Table("would do", "grants", title="Provisioning", title_justify="left")
+        for branch, count in plan.branches.most_common():
+            table.add_row(branch.value, str(count))
+        out.print(table)
+    elif not plan.waiting_for_staff:
+        out.print("No grant would be provisioned.")
+    for grant in plan.held:
+        out.print(
+            f"would be held for staff: {grant.full_name} (grant {grant.external_id}, "
+            f"{grant.conference}): confirmed without waiting_for_confirmation",
+            markup=False,
+        )
+    for item in needs_person:
+        if item not in held:
+            out.print(f"needs a person: {_plan_line(item)}", markup=False)
+    _print_errors(plan.errors)
+    if plan.errors:
+        return BAD_INPUT
+    return NEEDS_PERSON if needs_person or plan.held or plan.notes else OK
 
 
 def _print_outcome(outcome: ProvisionOutcome) -> None:
@@ -378,7 +668,7 @@ def _print_status(report: GrantStatusReport) -> None:
 
 
 def _print_summaries(bot: Bot) -> None:
-    summaries = conference_summaries(bot.db)
+    summaries = conference_summaries(bot.db, bot.conferences)
     if not summaries:
         out.print("No conferences yet.")
     for summary in summaries:
@@ -390,6 +680,9 @@ def _print_summaries(bot: Bot) -> None:
         out.print(f"  vouchers: {vouchers or 'none'} ({kinds or '-'})", markup=False)
         emails = ", ".join(f"{n} {s}" for s, n in sorted(summary.emails_by_state.items()))
         out.print(f"  emails: {emails or 'none'}", markup=False)
+        if not summary.issues_vouchers:
+            out.print("  not issuing vouchers (issue_vouchers = false): nothing is missing")
+            continue
         out.print(
             f"  held for staff: {summary.held}; confirmed without a voucher: "
             f"{summary.confirmed_without_voucher}"

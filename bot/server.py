@@ -6,9 +6,11 @@ to a worker), `POST /hooks/grants` (the conference backend), `GET /healthz`.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import structlog
@@ -156,7 +158,26 @@ def slack_endpoint(app: App) -> Any:
 
 
 def serve(bot: Bot) -> None:
-    """Run the HTTP server until interrupted (uvicorn handles SIGINT and SIGTERM)."""
+    """Run the HTTP server until interrupted (uvicorn handles SIGINT and SIGTERM).
+
+    A stop by SIGINT or SIGTERM is a clean stop: once uvicorn has shut down it raises the
+    signal again, and `_stopped` turns it into exit status 0 (not "killed by a signal", which
+    `make run` and process supervisors report as a failure).
+    """
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _run_uvicorn(bot)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped(signum: int, _frame: FrameType | None) -> None:
+    log.info("stopped by signal", signal=signal.Signals(signum).name)
+    raise SystemExit(0)
+
+
+def _run_uvicorn(bot: Bot) -> None:
     uvicorn.run(
         create_web_app(bot),
         host=bot.settings.host,

@@ -9,6 +9,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.conferences import ConferenceConfig, Conferences
+from bot.pretix import PretixClient
 from bot.services.checks import (
     CheckStatus,
     check_conferences,
@@ -16,6 +17,7 @@ from bot.services.checks import (
     check_slack,
     check_smtp,
 )
+from tests.fakes.pretix_fixtures import PretixClientFactory
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_fixtures import GRANTS_CHANNEL, STAFF_GROUP
 
@@ -119,3 +121,32 @@ def test_a_missing_channel_scope_says_which_scopes_to_add(
     [*_, channel] = check_slack(slack_client, usergroup=None, conferences=conferences(config()))
     assert channel.failed
     assert "channels:read" in channel.detail and "reinstall" in channel.detail
+
+
+def test_a_pretix_item_is_named_in_one_language(pretix_client: PretixClient) -> None:
+    [result] = check_pretix(
+        pretix_client,
+        conferences(
+            config("pycon2026", pretix_event="pycon2026", pretix_quota=None, pretix_item=10)
+        ),
+    )
+    assert result.status is CheckStatus.OK, result.detail
+    assert "item 10 (Conference ticket)" in result.detail
+    assert "{" not in result.detail
+
+
+def test_a_refused_pretix_token_says_check_pretix_token_once(
+    make_pretix_client: PretixClientFactory,
+) -> None:
+    client = make_pretix_client(token="wrong")
+    [result] = check_pretix(client, conferences(config("pycon2026", pretix_event="pycon2026")))
+    assert result.failed
+    assert result.detail.count("PRETIX_TOKEN") == 1, result.detail
+    assert "): check" not in result.detail
+
+
+def test_a_staff_group_of_one_is_one_member(slack_api: FakeSlack, slack_client: WebClient) -> None:
+    slack_api.add_usergroup("S0ONE", ["U0ONLY"])
+    results = check_slack(slack_client, usergroup="S0ONE", conferences=conferences())
+    [staff] = [r for r in results if r.name == "slack staff"]
+    assert staff.detail == "S0ONE: 1 member"

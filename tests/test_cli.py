@@ -31,6 +31,7 @@ def run_cli(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.Com
         [sys.executable, "-m", "bot", *args],
         cwd=cwd,
         env=env,
+        stdin=subprocess.DEVNULL,  # no terminal: what CI and scripts see (no question asked)
         capture_output=True,
         text=True,
         timeout=120,
@@ -88,6 +89,7 @@ def test_starts_without_any_settings_on_sqlite_and_says_what_is_off(
     assert answer.json()["slack"] is False
     process.terminate()
     output, _ = process.communicate(timeout=10)
+    assert process.returncode == 0, "a stop by SIGTERM is a clean stop (make run says nothing)"
     assert "Traceback" not in output
     assert "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET" in output
     assert "set PRETIX_URL and PRETIX_TOKEN" in output
@@ -141,9 +143,9 @@ def test_provision_from_the_command_line_again_and_again(
     assert "voucher:" in status.stdout and "sent" in status.stdout
 
 
-def test_provision_unknown_grant_exits_1_with_a_message(bot_env: dict[str, str]) -> None:
+def test_provision_unknown_grant_exits_2_with_a_message(bot_env: dict[str, str]) -> None:
     result = run_cli(bot_env, "provision", unique("nobody"))
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input: no grant by that id
     assert "No grant found" in result.stderr
 
 
@@ -158,7 +160,7 @@ def test_grants_import_reports_bad_rows_by_line_and_keeps_good_ones(
 
     result = run_cli(bot_env, "grants", "import", str(path))
 
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input, though the good row is kept
     assert "6 bad rows skipped" in result.stderr
     for line in range(2, 8):  # every row but the last (line 8) is bad
         assert f"line {line}:" in result.stderr
@@ -184,7 +186,7 @@ def test_grants_import_of_a_hostile_file_reports_lines_and_a_second_run_changes_
     again = run_cli(bot_env, "grants", "import", str(path))
 
     assert "Traceback" not in first.stderr + again.stderr
-    assert first.returncode == 1
+    assert first.returncode == 2
     assert "line 3: a cell is longer than" in first.stderr
     assert "Read 3 grants: 2 created." in first.stdout
     assert "Read 3 grants: 2 unchanged; nothing changed." in again.stdout
@@ -198,7 +200,7 @@ def test_grants_import_of_a_file_that_is_not_utf8_says_so(
 
     result = run_cli(bot_env, "grants", "import", str(path))
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "is not UTF-8 text (byte 0xeb on line 2); save it as UTF-8" in result.stderr
 
@@ -298,3 +300,28 @@ def test_check_passes_a_conference_channel_the_bot_is_in(
     assert channel is not None
     [line] = [line for line in result.stdout.splitlines() if channel in line]
     assert line.startswith("ok") and "#grants" in line
+
+
+def test_status_does_not_call_grants_of_a_conference_not_issuing_vouchers_missing(
+    tmp_path: Path,
+    conference: ConferenceConfig,
+    make_grant: Callable[..., int],
+    bot_env: dict[str, str],
+) -> None:
+    make_grant()
+    past = conference.model_copy(update={"issue_vouchers": False})
+    config = write_file(tmp_path, "past.toml", conferences_toml(past))
+
+    result = run_cli({**bot_env, "CONFERENCES_FILE": str(config)}, "status")
+
+    assert result.returncode == 0, result.stderr
+    after = result.stdout.split(f"({conference.code})\n", 1)[1].splitlines()
+    block = "\n".join(
+        line
+        for line in after[
+            : next((i for i, line in enumerate(after) if not line.startswith("  ")), len(after))
+        ]
+    )
+    assert "grants: 1 confirmed" in block
+    assert "confirmed without a voucher" not in block
+    assert "not issuing vouchers" in block

@@ -260,3 +260,49 @@ def test_an_empty_conference_has_an_empty_summary(
     assert summary.grants_by_status == Counter()
     assert summary.vouchers_by_state == Counter()
     assert (summary.held, summary.confirmed_without_voucher) == (0, 0)
+
+
+def test_a_conference_that_does_not_issue_vouchers_shows_grants_but_misses_none(
+    ctx: ServiceContext, conference: ConferenceConfig, make_grant: Callable[..., int]
+) -> None:
+    make_grant()  # confirmed, no voucher: last year's grant, long settled elsewhere
+    make_grant(previous_status="waiting_list")  # held, but nobody will issue it
+    past = conference.model_copy(update={"issue_vouchers": False})
+
+    [summary] = [
+        s for s in conference_summaries(ctx.db, {past.code: past}) if s.code == conference.code
+    ]
+    [issuing] = [
+        s
+        for s in conference_summaries(ctx.db, {conference.code: conference})
+        if s.code == conference.code
+    ]
+
+    assert summary.grants_by_status == Counter({"confirmed": 2})
+    assert not summary.issues_vouchers
+    assert (summary.held, summary.confirmed_without_voucher) == (0, 0)
+    assert issuing.issues_vouchers
+    assert (issuing.held, issuing.confirmed_without_voucher) == (1, 2)
+
+
+def test_several_grants_suggest_the_current_conference_first(
+    make_ctx: Callable[..., ServiceContext],
+    conference: ConferenceConfig,
+    grant_payload: Callable[..., GrantPayload],
+) -> None:
+    # Last year's conference is synced after this year's (a higher id, "newer" by row).
+    current = conference
+    last_year = conference.model_copy(
+        update={"code": unique("past"), "name": "PyCon Italia 2025", "issue_vouchers": False}
+    )
+    configured = Conferences({current.code: current, last_year.code: last_year})
+    ctx = make_ctx(conferences=configured)
+    email = f"{unique('both')}@example.org"
+    for code in (current.code, last_year.code):
+        store(ctx, grant_payload(conference=code, email=email))
+
+    resolution = resolve_grant(ctx.db, Target(TargetKind.EMAIL, email), conferences=configured)
+
+    assert resolution.grant is None and resolution.problem is not None
+    assert [g.conference for g in resolution.candidates] == [current.code, last_year.code]
+    assert resolution.problem.endswith(f"e.g. `{current.code}`.")

@@ -678,6 +678,21 @@ def test_intake_replies() -> None:
     assert buttons(held) == buttons(refused) == []
     assert intake_reply(intake(provision=True)) is None
     assert intake_reply(intake()) is None
+
+
+def test_a_refused_grant_with_a_voucher_says_if_it_should_go_once() -> None:
+    message = (
+        "Jane Doe's grant is refused after confirmation; grant voucher ABCD-EFGH still exists: "
+        "revoke it if it should go"
+    )
+    refused = intake_reply(
+        GrantIntake(IntakeAction.UPDATED, message, grant(), refused_with_voucher=True)
+    )
+    assert refused is not None
+    text = shown(refused)
+    assert text.count("if it should go") == 1, text
+    assert "`/voucher revoke 1234 pycon2026`" in text
+    assert intake_reply(intake()) is None
     assert intake_reply(GrantIntake(IntakeAction.IGNORED, "unknown status")) is None
 
 

@@ -94,7 +94,12 @@ def run_voucher_command(edge: SlackEdge, parsed: VoucherCommand, actor: Actor) -
         )
     email, problem = _slack_email(edge, target)
     resolution = resolve_grant(
-        edge.services.db, target, email=email, conference=parsed.conference, label=parsed.target
+        edge.services.db,
+        target,
+        email=email,
+        conference=parsed.conference,
+        label=parsed.target,
+        conferences=edge.services.conferences,
     )
     if resolution.grant is None:
         return problem_message(" ".join(p for p in (resolution.problem, problem) if p))

@@ -101,7 +101,7 @@ def _check_conference(pretix: PretixClient, config: ConferenceConfig) -> CheckRe
             target = f"quota {quota.id} ({quota.name})"
         else:
             item = pretix.get_item(event, config.pretix_item or 0)
-            target = f"item {item.id} ({item.name})"
+            target = f"item {item.id} ({item.display_name})"
         next(iter(pretix.iter_vouchers(event, page_size=1)), None)
     except PretixAuthError as exc:
         return _fail(name, _explain_denied(pretix, config, exc))
@@ -126,7 +126,7 @@ def _check_conference(pretix: PretixClient, config: ConferenceConfig) -> CheckRe
 def _explain_denied(pretix: PretixClient, config: ConferenceConfig, exc: PretixAuthError) -> str:
     """Pretix answers 403 both for a missing permission and for an unknown slug: tell which."""
     if exc.status_code == 401:
-        return f"Pretix refused the token ({exc}): check PRETIX_TOKEN"
+        return _with_hint(str(exc), "check PRETIX_TOKEN")
     try:
         organizers = pretix.list_organizer_slugs()
         if config.pretix_organizer not in organizers:
@@ -136,7 +136,7 @@ def _explain_denied(pretix: PretixClient, config: ConferenceConfig, exc: PretixA
             )
         events = pretix.list_event_slugs(config.pretix_organizer)
     except PretixError:
-        return f"Pretix denied access ({exc}): check the token's team permissions and the slugs"
+        return _with_hint(str(exc), "check the token's team permissions and the slugs")
     if config.pretix_event not in events:
         return (
             f"event {config.pretix_event!r} does not exist under {config.pretix_organizer!r} "
@@ -146,6 +146,17 @@ def _explain_denied(pretix: PretixClient, config: ConferenceConfig, exc: PretixA
         f"the token's team lacks permission on {config.pretix_organizer}/{config.pretix_event}: "
         "give it event.vouchers:read and event.vouchers:write"
     )
+
+
+def _with_hint(message: str, hint: str) -> str:
+    """`message`, then `hint` unless the message already gives it (Pretix errors often do)."""
+    if hint in message:
+        return message
+    return f"{message.rstrip('.')}: {hint}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def check_smtp(mailer: SmtpMailer | None) -> CheckResult:
@@ -203,7 +214,7 @@ def check_slack(
     if usergroup:
         try:
             members = client.usergroups_users_list(usergroup=usergroup).get("users") or []
-            results.append(_ok("slack staff", f"{usergroup}: {len(members)} members"))
+            results.append(_ok("slack staff", f"{usergroup}: {_count(len(members), 'member')}"))
         except SlackApiError as exc:
             error = exc.response.get("error")
             hint = (

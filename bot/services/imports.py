@@ -54,6 +54,7 @@ class ImportReport:
     held: list[GrantRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     provisioned: list[ProvisionOutcome] = field(default_factory=list)
+    needs_person: int = 0  # voucher rows refused because applying them could be wrong
 
 
 def read_records(path: Path) -> list[tuple[int, Any]]:
@@ -321,6 +322,12 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"])
+        if where and error["type"] == "missing":
+            parts.append(f"{where} is missing")
+            continue
+        if where and error.get("input") is None and not error["type"].startswith("value_error"):
+            parts.append(f"{where} is empty")  # an empty CSV cell, a JSON null
+            continue
         message = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
@@ -335,6 +342,15 @@ def _domain_problem(payload: BaseModel, conferences: set[str]) -> str | None:
     return None
 
 
+def read_grants(
+    ctx: ServiceContext, path: Path
+) -> tuple[int, list[tuple[int, GrantPayload]], list[RowError]]:
+    """The file's record count, its valid grant rows (with lines) and its bad rows."""
+    records = read_records(path)
+    payloads, errors = parse_records(records, GrantPayload, conferences=set(ctx.conferences))
+    return len(records), payloads, errors
+
+
 def import_grants(
     ctx: ServiceContext,
     *,
@@ -343,11 +359,18 @@ def import_grants(
     provision: bool = True,
     workers: int = 4,
     on_progress: Callable[[ProvisionOutcome], None] | None = None,
+    on_row: Callable[[], None] | None = None,
+    on_stage: Callable[[str, int], None] | None = None,
 ) -> ImportReport:
-    """Import grants; newly confirmed ones are provisioned unless `provision` is False."""
-    records = read_records(path)
-    payloads, errors = parse_records(records, GrantPayload, conferences=set(ctx.conferences))
-    report = ImportReport(rows=len(records), errors=errors)
+    """Import grants; newly confirmed ones are provisioned unless `provision` is False.
+
+    `on_stage` hears ("storing", rows) before the rows are stored and ("provisioning",
+    grants) before provisioning starts; `on_row` each stored row, `on_progress` each outcome.
+    """
+    rows, payloads, errors = read_grants(ctx, path)
+    report = ImportReport(rows=rows, errors=errors)
+    if on_stage is not None:
+        on_stage("storing", len(payloads))
     to_provision: list[int] = []
     for _line, payload in payloads:
         intake = ingest_grant(ctx, payload=payload, actor=actor)
@@ -358,21 +381,38 @@ def import_grants(
             report.notes.append(intake.message)
         if intake.provision and intake.grant:
             to_provision.append(intake.grant.id)
+        if on_row is not None:
+            on_row()
     if provision and to_provision:
+        if on_stage is not None:
+            on_stage("provisioning", len(to_provision))
         report.provisioned = provision_many(
             ctx, grant_ids=to_provision, actor=actor, workers=workers, on_progress=on_progress
         )
     return report
 
 
-def import_vouchers(ctx: ServiceContext, *, path: Path, actor: Actor) -> ImportReport:
+def import_vouchers(
+    ctx: ServiceContext,
+    *,
+    path: Path,
+    actor: Actor,
+    on_row: Callable[[], None] | None = None,
+    on_stage: Callable[[str, int], None] | None = None,
+) -> ImportReport:
     """Import vouchers made elsewhere (speaker and co-speaker vouchers)."""
     records = read_records(path)
     payloads, errors = parse_records(records, VoucherPayload, conferences=set(ctx.conferences))
     report = ImportReport(rows=len(records), errors=errors)
+    if on_stage is not None:
+        on_stage("storing", len(payloads))
     for line, payload in payloads:
         intake = ingest_voucher(ctx, payload=payload, actor=actor)
         report.actions[intake.action] += 1
         if intake.action is IntakeAction.CONFLICT:
             report.notes.append(f"line {line}: {intake.message}")
+            if intake.needs_person:
+                report.needs_person += 1
+        if on_row is not None:
+            on_row()
     return report

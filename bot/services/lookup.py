@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
+from bot.conferences import ConferenceConfig
 from bot.services.notifications import is_control
 from bot.services.outcomes import GrantRef
 from bot.services.queries import grant_ref
@@ -93,10 +95,13 @@ def resolve_grant(
     email: str | None = None,
     conference: str | None = None,
     label: str | None = None,
+    conferences: Mapping[str, ConferenceConfig] | None = None,
 ) -> Resolution:
     """Exactly one grant for a target, else a message saying none or which conferences.
 
     `email` is the address Slack gave for a mentioned user, searched alongside the user id.
+    With `conferences` (the configuration), several grants are listed current conference
+    first (one that issues vouchers, the latest by voucher validity), and the hint names it.
     """
     shown = label or target.value
     grants = find_grants(
@@ -106,7 +111,7 @@ def resolve_grant(
         slack_user_id=target.value if target.kind is TargetKind.SLACK_USER else None,
         conference=conference,
     )
-    unique = tuple({grant.id: grant for grant in grants}.values())
+    unique = current_first(tuple({grant.id: grant for grant in grants}.values()), conferences)
     if not unique:
         where = f" at {conference}" if conference else ""
         return Resolution(None, (), f"No grant found for {shown}{where}.")
@@ -119,3 +124,23 @@ def resolve_grant(
             f"`{unique[0].conference}`.",
         )
     return Resolution(unique[0], unique, None)
+
+
+def current_first(
+    grants: tuple[GrantRef, ...], conferences: Mapping[str, ConferenceConfig] | None
+) -> tuple[GrantRef, ...]:
+    """Grants of conferences that issue vouchers first, the latest `voucher_valid_until` first.
+
+    The sort is stable: otherwise the order stays newest conference first.
+    """
+    if not conferences:
+        return grants
+
+    def key(grant: GrantRef) -> tuple[bool, float]:
+        config = conferences.get(grant.conference)
+        if config is None or not config.issue_vouchers:
+            return (True, 0.0)
+        until = config.voucher_valid_until
+        return (False, -until.timestamp() if until is not None else 0.0)
+
+    return tuple(sorted(grants, key=key))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import func, select
 
+from bot.conferences import ConferenceConfig
 from bot.services.outcomes import GrantRef
 from bot.services.queries import (
     grant_ref,
@@ -127,14 +129,25 @@ class ConferenceSummary:
     emails_by_state: Counter[str] = field(default_factory=Counter)
     held: int = 0
     confirmed_without_voucher: int = 0
+    # False for a conference with `issue_vouchers = false` (last year's, say) or one no longer
+    # in the configuration: its grants are shown, but none of them is a voucher missing.
+    issues_vouchers: bool = True
 
 
-def conference_summaries(db: Database) -> list[ConferenceSummary]:
-    """Per-conference totals of grants, vouchers and emails."""
+def conference_summaries(
+    db: Database, conferences: Mapping[str, ConferenceConfig] | None = None
+) -> list[ConferenceSummary]:
+    """Per-conference totals of grants, vouchers and emails.
+
+    With `conferences` (the configuration), a conference that does not issue vouchers counts
+    no confirmed grant as "without a voucher" and no held grant as waiting for staff.
+    """
     with db.transaction() as session:
         summaries = []
         for conference in session.scalars(select(Conference).order_by(Conference.code)):
-            summary = ConferenceSummary(conference.code, conference.name)
+            config = None if conferences is None else conferences.get(conference.code)
+            issuing = conferences is None or (config is not None and config.issue_vouchers)
+            summary = ConferenceSummary(conference.code, conference.name, issues_vouchers=issuing)
             for status, count in session.execute(
                 select(Grant.status, func.count())
                 .where(Grant.conference_id == conference.id)
@@ -172,6 +185,8 @@ def conference_summaries(db: Database) -> list[ConferenceSummary]:
                     ~live_voucher_of_person(),
                 )
             )
+            if not issuing:
+                held = missing = 0
             summaries.append(
                 replace(summary, held=held or 0, confirmed_without_voucher=missing or 0)
             )

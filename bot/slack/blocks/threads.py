@@ -99,7 +99,8 @@ def intake_reply(intake: GrantIntake) -> Message | None:
     if intake.held:
         hint = _issue_hint(grant)
     elif intake.refused_with_voucher:
-        hint = _rich("Run ", _command("revoke", grant), " if it should go.")
+        # The intake message already says "revoke it if it should go": only the command here.
+        hint = _rich("To revoke it: ", _command("revoke", grant), ".")
     else:
         return None
     message = redact_codes(intake.message, ())
