@@ -6,10 +6,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-pretix lint bench install bot clean
+.PHONY: run demo test test-pretix lint bench install bot clean
 
 run: $(STAMP)
 	$(BIN)/python app.py
+
+# The bot on local stand-ins for Slack, Pretix and SMTP (the test fakes), SQLite in a temporary
+# folder: a short scripted story printed as the channel shows it. No settings, no network.
+demo: $(STAMP)
+	$(BIN)/python -m demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

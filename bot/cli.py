@@ -692,3 +692,60 @@ def _print_summaries(bot: Bot) -> None:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+# --- email: the voucher email, without sending it -----------------------------------------
+# (A block of its own: the commands above belong to other work.)
+
+email_app = typer.Typer(help="The voucher email.", no_args_is_help=True)
+app.add_typer(email_app, name="email")
+
+
+@email_app.command("preview")
+def email_preview(
+    target: Target,
+    conference: ConferenceOption = None,
+    html_out: Annotated[
+        Path | None,
+        typer.Option("--html-out", help="Write the HTML body here (default: a temporary file)."),
+    ] = None,
+) -> None:
+    """Show the voucher email a grantee would get (the text here, the HTML in a file)."""
+    import tempfile
+
+    from bot.services.email_preview import PreviewRefused, preview_voucher_email
+
+    with _bot() as bot:
+        grant = _resolve(bot, target, conference)
+        preview = preview_voucher_email(bot.services, grant_id=grant.id)
+        reply_to = bot.mailer.reply_to if bot.mailer else bot.settings.email_reply_to
+    if isinstance(preview, PreviewRefused):
+        err.print(preview.reason, markup=False)
+        raise typer.Exit(1)
+    if html_out is None:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="voucher-email-", suffix=".html", delete=False, encoding="utf-8"
+        ) as handle:
+            html_out = Path(handle.name)
+    try:
+        html_out.write_text(preview.email.html, encoding="utf-8")
+    except OSError as exc:
+        err.print(f"cannot write {html_out}: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(1) from None
+    person = preview.grant
+    out.print(
+        f"To: {person.full_name} <{person.email or 'no address'}>", markup=False, soft_wrap=True
+    )
+    if reply_to:
+        out.print(f"Reply-To: {reply_to}", markup=False, soft_wrap=True)
+    out.print(f"Subject: {preview.email.subject}", markup=False, soft_wrap=True)
+    for name, origin in preview.origins.items():
+        out.print(
+            f"Template {name}: {origin or 'bundled (bot/templates)'}", markup=False, soft_wrap=True
+        )
+    if not preview.code_issued:
+        out.print("No voucher yet: the code shown is a placeholder.", markup=False)
+    out.print("")
+    out.print(preview.email.text, markup=False, soft_wrap=True, end="")
+    out.print("")
+    out.print(f"HTML written to {html_out}", markup=False, soft_wrap=True)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.email_content import template_problems
 from bot.settings import ConfigError
 from bot.storage import Conference
 
@@ -47,6 +48,9 @@ class ConferenceConfig(BaseModel):
     issue_vouchers: bool = True
     block_quota: bool = False
     pretix_shop_url: str | None = None
+    # The team's own voucher email templates; relative to the conference file's folder.
+    # Any file missing there comes from the bundled ones (bot/templates).
+    email_templates: str | None = Field(default=None, min_length=1)
 
     @field_validator("timezone")
     @classmethod
@@ -71,6 +75,11 @@ class ConferenceConfig(BaseModel):
         if self.pretix_quota is not None and self.pretix_item is not None:
             raise ValueError("set pretix_quota or pretix_item, not both (Pretix refuses both)")
         return self
+
+    @property
+    def template_folder(self) -> Path | None:
+        """The folder of the team's email templates, if the conference names one."""
+        return Path(self.email_templates) if self.email_templates else None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -160,8 +169,13 @@ def parse_conferences(data: Mapping[str, Any], *, source: Path | None = None) ->
         if not isinstance(table, Mapping):
             problems.append(f"{where}: conferences.{code} must be a table")
             continue
+        values = {"code": code, **table}
+        folder = values.get("email_templates")
+        if isinstance(folder, str) and folder and source is not None:
+            # Relative to the file that names it, so the bot finds it from any directory.
+            values["email_templates"] = str((source.parent / folder).resolve())
         try:
-            parsed[code] = ConferenceConfig.model_validate({"code": code, **table})
+            parsed[code] = config = ConferenceConfig.model_validate(values)
         except ValidationError as exc:
             errors = exc.errors()
             for error in errors:
@@ -174,6 +188,12 @@ def parse_conferences(data: Mapping[str, Any], *, source: Path | None = None) ->
                 table.get("pretix_quota") or table.get("pretix_item")
             ):
                 problems.append(f"{where}: conferences.{code}: {NO_TARGET}")
+            continue
+        if config.template_folder is not None:
+            problems.extend(
+                f"{where}: conferences.{code}.email_templates: {problem}"
+                for problem in template_problems(config.template_folder)
+            )
     if problems:
         raise ConfigError(problems)
     return Conferences(by_code=parsed, source=source)

@@ -1,15 +1,32 @@
-"""The voucher email's subject, text and HTML, rendered from Jinja2 templates in bot/templates."""
+"""The voucher email's subject, text and HTML, rendered from Jinja2 templates.
+
+A conference may name its own template folder (`email_templates` in conferences.toml); any
+of the three files missing there comes from the bundled ones in bot/templates.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PackageLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+    select_autoescape,
+)
 
 
 @dataclass(frozen=True)
@@ -43,9 +60,14 @@ class RenderedEmail:
     html: str
 
 
-def render_voucher_email(context: VoucherEmailContext) -> RenderedEmail:
-    """Render the voucher email for one grantee."""
-    env = _environment()
+TEMPLATE_NAMES = ("voucher_email.subject.j2", "voucher_email.txt.j2", "voucher_email.html.j2")
+
+
+def render_voucher_email(
+    context: VoucherEmailContext, *, templates: Path | None = None
+) -> RenderedEmail:
+    """Render the voucher email for one grantee, from `templates` first, then the bundled ones."""
+    env = _environment(templates)
     values = {
         "greeting_name": " ".join(context.grantee_name.split()) or "there",
         "conference": " ".join(context.conference_name.split()),
@@ -97,10 +119,54 @@ _MONTHS = (
 )
 
 
+def template_problems(folder: Path) -> list[str]:
+    """What stops the templates in `folder` (plus the bundled ones) from rendering, in words.
+
+    Checked at start with sample values for every variant, so a typo in a team's template
+    stops the bot with a message instead of failing each grantee's email later.
+    """
+    if not folder.is_dir():
+        return [f"{folder} is not a folder"]
+    sample = VoucherEmailContext(
+        grantee_name="Jane Doe",
+        conference_name="Sample Conference",
+        code="SAMPLE-CODE",
+        redeem_url="https://pretix.example.org/org/event/redeem?voucher=SAMPLE-CODE",
+        valid_until=datetime(2030, 1, 1, tzinfo=UTC),
+        timezone="UTC",
+        voucher_kind="grant",
+    )
+    for kind, resend in itertools.product(_KINDS, (False, True)):
+        try:
+            render_voucher_email(
+                dataclasses.replace(sample, voucher_kind=kind, resend=resend), templates=folder
+            )
+        except TemplateSyntaxError as exc:
+            return [f"{exc.filename or exc.name}, line {exc.lineno}: {exc.message}"]
+        except (TemplateError, UnicodeDecodeError) as exc:
+            return [f"{folder}: a template does not render ({kind} email): {exc}"]
+    return []
+
+
+_KINDS: tuple[Literal["grant", "speaker"], ...] = ("grant", "speaker")
+
+
+def template_origin(name: str, templates: Path | None) -> Path | None:
+    """The team's file that `name` comes from, or None when the bundled one is used."""
+    if templates is not None and (templates / name).is_file():
+        return templates / name
+    return None
+
+
 @cache
-def _environment() -> Environment:
+def _environment(templates: Path | None = None) -> Environment:
+    bundled = PackageLoader("bot", "templates")
+    loader: BaseLoader = bundled
+    if templates is not None:
+        # The team's folder first; a file it lacks falls back to the bundled one.
+        loader = ChoiceLoader([FileSystemLoader(templates), bundled])
     return Environment(
-        loader=PackageLoader("bot", "templates"),
+        loader=loader,
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
         undefined=StrictUndefined,
         trim_blocks=True,

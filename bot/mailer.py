@@ -27,13 +27,16 @@ _POLICY = policy.SMTP.clone(cte_type="7bit")
 # Headers the mailer sets itself; letting `headers` repeat them would produce a message
 # with two Subjects or two Message-IDs, which receivers treat inconsistently.
 _RESERVED_HEADERS = frozenset(
-    {"from", "to", "cc", "bcc", "subject", "message-id", "date", "mime-version"}
+    {"from", "to", "cc", "bcc", "subject", "message-id", "date", "mime-version", "reply-to"}
 )
 
 
 @dataclass(frozen=True)
 class OutgoingEmail:
-    """One email to one person, ready to send; `message_id` is the full `<...@...>` form."""
+    """One email to one person, ready to send; `message_id` is the full `<...@...>` form.
+
+    `reply_to` replaces the mailer's own Reply-To (EMAIL_REPLY_TO) for this one message.
+    """
 
     to_name: str
     to_address: str
@@ -42,6 +45,7 @@ class OutgoingEmail:
     html: str
     message_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    reply_to: str | None = None
 
     def __post_init__(self) -> None:
         mid = self.message_id
@@ -52,6 +56,8 @@ class OutgoingEmail:
         reserved = sorted(name for name in self.headers if name.lower() in _RESERVED_HEADERS)
         if reserved or any(name.lower().startswith("content-") for name in self.headers):
             raise ValueError(f"extra headers may not replace the mailer's own: {reserved}")
+        if self.reply_to is not None:
+            parse_addresses(self.reply_to)
 
 
 class MailerError(Exception):
@@ -97,6 +103,17 @@ def recipient_problem(name: str, address: str) -> str | None:
     return None
 
 
+def parse_addresses(value: str) -> tuple[Address, ...]:
+    """One or more addresses as a header would carry them, or ValueError saying what is wrong."""
+    header = HeaderRegistry()("Reply-To", value)
+    addresses = header.addresses if isinstance(header, AddressHeader) else ()
+    if not addresses or header.defects or any(not a.domain for a in addresses):
+        raise ValueError(
+            f"give one or more addresses such as 'Grants <grants@example.org>', got {value!r}"
+        )
+    return tuple(addresses)
+
+
 def message_id_domain(sender: str) -> str:
     """The domain of the sender address, for Message-IDs the bot can derive again later."""
     return _parse_sender(sender).domain.lower()
@@ -112,6 +129,7 @@ class SmtpMailer:
         port: int,
         tls: TlsMode,
         sender: str,
+        reply_to: str | None = None,
         username: str | None = None,
         password: str | None = None,
         timeout: float = 20.0,
@@ -125,6 +143,8 @@ class SmtpMailer:
         self._port = port
         self._tls = tls
         self._sender = _parse_sender(sender)
+        # Where grantees' answers go when that is not the sender (a shared team inbox).
+        self._reply_to = None if reply_to is None else parse_addresses(reply_to)
         self._username = username
         self._password = password
         self._timeout = timeout
@@ -141,10 +161,16 @@ class SmtpMailer:
             port=settings.effective_smtp_port,
             tls=settings.smtp_tls,
             sender=settings.email_from,
+            reply_to=settings.email_reply_to,
             username=settings.smtp_username,
             password=None if password is None else password.get_secret_value(),
             timeout=settings.smtp_timeout_seconds,
         )
+
+    @property
+    def reply_to(self) -> str | None:
+        """The Reply-To every message carries unless it names its own, as a header value."""
+        return None if self._reply_to is None else ", ".join(map(str, self._reply_to))
 
     @property
     def where(self) -> str:
@@ -174,6 +200,11 @@ class SmtpMailer:
             email["Subject"] = message.subject
             email["Date"] = format_datetime(datetime.now(UTC))
             email["Message-ID"] = message.message_id
+            reply_to = self._reply_to
+            if message.reply_to is not None:
+                reply_to = parse_addresses(message.reply_to)
+            if reply_to:
+                email["Reply-To"] = reply_to
             for name, value in message.headers.items():
                 email[name] = value
             email.set_content(message.text)

@@ -17,6 +17,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.mailer import parse_addresses
+
 SQLITE_DEFAULT_URL = "sqlite:///voucher-bot.sqlite3"
 # The longest Retry-After the Pretix client waits (Pretix itself asks for 5 s when busy).
 PRETIX_MAX_RETRY_AFTER = 10.0
@@ -68,6 +70,7 @@ class Settings(BaseSettings):
     smtp_tls: Literal["none", "starttls", "ssl"] = "starttls"
     smtp_timeout_seconds: float = Field(default=20.0, gt=0)
     email_from: str | None = None
+    email_reply_to: str | None = None
 
     grants_webhook_secret: SecretStr | None = None
     conferences_file: Path = Path("conferences.toml")
@@ -140,6 +143,19 @@ class Settings(BaseSettings):
     def _email_from_shape(cls, value: str | None) -> str | None:
         if value is not None and "@" not in value:
             raise ValueError("give an address such as 'PyCon Italia <grants@pycon.it>'")
+        return value
+
+    @field_validator("email_reply_to")
+    @classmethod
+    def _reply_to_shape(cls, value: str | None) -> str | None:
+        # Checked as the header will carry it: a bad Reply-To would fail every email later.
+        if value is not None:
+            try:
+                parse_addresses(value)
+            except ValueError:
+                raise ValueError(
+                    "give one or more addresses such as 'Grants team <grants@pycon.it>'"
+                ) from None
         return value
 
     @model_validator(mode="after")
@@ -227,7 +243,8 @@ PAIRS = (
 ECHOED = frozenset(
     {
         "auto_migrate", "port", "host", "log_level", "log_format", "smtp_tls", "smtp_port",
-        "smtp_host", "email_from", "pretix_url", "slack_api_url", "conferences_file",
+        "smtp_host", "email_from", "email_reply_to", "pretix_url", "slack_api_url",
+        "conferences_file",
         "pretix_timeout_seconds", "pretix_max_attempts", "smtp_timeout_seconds",
         "reconcile_interval_seconds", "work_lease_seconds", "max_provisioning_attempts",
         "slack_staff_cache_seconds",

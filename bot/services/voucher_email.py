@@ -148,7 +148,8 @@ def _compose(
             timezone=config.timezone,
             voucher_kind=_KINDS[claim.kind],
             resend=resend,
-        )
+        ),
+        templates=config.template_folder,
     )
     return OutgoingEmail(
         to_name=claim.to_name,
