@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         port=ends.smtp_port,
         tls="none",
         sender="Grants <grants@pycon.example.org>",
+        keep_alive=20.0,  # as SmtpMailer.from_settings builds it for the bot
     )
     ctx = services(db, conf, pretix=client, mailer=mailer, url=ends.pretix_url)
 
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     first_requests, first_emails = _delta(first, before)
     again_requests, again_emails = _delta(second, first)
     client.close()
+    mailer.close()
     fakes.stop()
     db.dispose()
 

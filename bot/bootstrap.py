@@ -53,6 +53,8 @@ class Bot:
         self.background.shutdown(wait=True)
         if self.pretix is not None:
             self.pretix.close()
+        if self.mailer is not None:
+            self.mailer.close()
         self.db.dispose()
 
 

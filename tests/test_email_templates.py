@@ -302,4 +302,4 @@ def test_email_preview_writes_a_temporary_file_by_default_and_refuses_unknown_gr
     path = Path(written)
     assert path.parent == tmp_path and path.suffix == ".html"
     assert "Grace Hopper" in path.read_text(encoding="utf-8")
-    assert missing.returncode == 1
+    assert missing.returncode == 2  # bad input: no such grant

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -18,7 +19,6 @@ import pytest
 
 from bot.email_content import VoucherEmailContext, redeem_url, render_voucher_email
 from bot.mailer import (
-    Mailer,
     MailerError,
     MailerRejected,
     MailerUnavailable,
@@ -367,9 +367,10 @@ def test_from_settings(smtp_server: FakeSmtpServer) -> None:
         email_from=SENDER,
         smtp_timeout_seconds=3,
     )
-    mailer: Mailer = SmtpMailer.from_settings(settings)
+    mailer = SmtpMailer.from_settings(settings)
 
     mailer.send(_email())
+    mailer.close()  # the bot's mailer keeps a connection between emails until it closes
 
     assert smtp_server.wait_for(1)[0].mail_from == "grants@pycon.example.org"
 
@@ -427,3 +428,39 @@ def test_message_id_domain(sender: str, domain: str) -> None:
 def test_message_id_domain_refuses_non_addresses(sender: str) -> None:
     with pytest.raises(ValueError, match="one sender address"):
         message_id_domain(sender)
+
+
+def test_one_thread_keeps_its_connection_for_the_next_email(
+    smtp_server: FakeSmtpServer,
+) -> None:
+    mailer = SmtpMailer(
+        host=smtp_server.host, port=smtp_server.port, tls="none", sender=SENDER, keep_alive=20
+    )
+    for n in range(3):
+        mailer.send(_email(to_address=f"grantee{n}@example.org"))
+    mailer.close()
+    fresh = _mailer(smtp_server)  # no keep-alive: one connection per email
+    for n in range(2):
+        fresh.send(_email(to_address=f"other{n}@example.org"))
+
+    peers = [m.peer for m in smtp_server.wait_for(5)]
+    assert len(set(peers[:3])) == 1  # three emails, one connection
+    assert len(set(peers[3:])) == 2 and not set(peers[3:]) & set(peers[:3])
+
+
+def test_a_kept_connection_the_server_dropped_is_replaced_without_losing_the_email(
+    smtp_server_factory: SmtpServerFactory,
+) -> None:
+    server = smtp_server_factory(idle_timeout=0.3)
+    mailer = SmtpMailer(
+        host=server.host, port=server.port, tls="none", sender=SENDER, keep_alive=20
+    )
+    mailer.send(_email(to_address="first@example.org"))
+    time.sleep(0.8)  # the server hangs up on the idle connection
+
+    mailer.send(_email(to_address="second@example.org"))
+    mailer.close()
+
+    received = server.wait_for(2)
+    assert [m.rcpt_tos for m in received] == [("first@example.org",), ("second@example.org",)]
+    assert received[0].peer != received[1].peer

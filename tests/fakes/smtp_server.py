@@ -28,6 +28,7 @@ class ReceivedMessage:
     message: EmailMessage
     tls: bool
     authenticated_as: str | None
+    peer: str = ""  # the client's address and port: one per SMTP connection
 
 
 @dataclass
@@ -81,6 +82,7 @@ class _Handler:
                 message=_parse(raw),
                 tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
                 authenticated_as=auth.login.decode() if isinstance(auth, LoginPassword) else None,
+                peer=str(session.peer),
             )
         )
         return "250 2.0.0 Message accepted for delivery"
@@ -105,8 +107,12 @@ class FakeSmtpServer:
         tls_context: ssl.SSLContext | None = None,
         require_starttls: bool = False,
         implicit_tls: bool = False,
+        idle_timeout: float = 300.0,
     ) -> None:
-        """Plain SMTP; a tls_context adds STARTTLS (or implicit TLS); credentials demand AUTH."""
+        """Plain SMTP; a tls_context adds STARTTLS (or implicit TLS); credentials demand AUTH.
+
+        `idle_timeout`: seconds after which the server drops a connection that says nothing.
+        """
         if (require_starttls or implicit_tls) and tls_context is None:
             raise ValueError("TLS options need a tls_context")
         self.credentials = credentials
@@ -122,6 +128,7 @@ class FakeSmtpServer:
             # Offer AUTH in clear text only when there is no TLS to protect it. aiosmtpd counts
             # only STARTTLS as TLS, so an implicit-TLS server must not require it either.
             "auth_require_tls": tls_context is not None and not implicit_tls,
+            "timeout": idle_timeout,
         }
         if implicit_tls:
             smtp_options["ssl_context"] = tls_context
