@@ -1,4 +1,4 @@
-"""Command line: the same services as Slack, from a terminal (`python -m bot --help`)."""
+"""Command line: the same services as Slack, from a terminal (`.venv/bin/voucher-bot --help`)."""
 
 from __future__ import annotations
 
@@ -256,7 +256,7 @@ class _Stages:
 
 @app.command()
 def serve() -> None:
-    """Run the bot: HTTP endpoints, background worker and scheduler (same as `python app.py`)."""
+    """Run the bot: HTTP endpoints, background worker and scheduler (same as `make run`)."""
     from bot.server import serve as run_server
 
     with _bot(server=True) as bot:
@@ -349,8 +349,8 @@ def _warn_speakerless(bot: Bot, file: Path) -> None:
     for code in conferences_without_speaker_vouchers(bot.services, codes):
         err.print(
             f"warning: no speaker or co-speaker vouchers are known for {code}. Import them "
-            "before grants (`python -m bot vouchers import FILE`): a speaker who also has a "
-            "grant would otherwise get a second voucher.",
+            "before grants (`.venv/bin/voucher-bot vouchers import FILE`): a speaker who also "
+            "has a grant would otherwise get a second voucher.",
             markup=False,
         )
 

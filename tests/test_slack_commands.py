@@ -430,3 +430,27 @@ def test_a_flooded_bot_says_it_is_busy_instead_of_queueing_forever(
         release.set()
     bot.worker.join(timeout=10)
     assert pretix_server.requests == []
+
+
+def test_the_retry_button_has_the_contract_action_id_and_old_buttons_still_work(
+    http: httpx.Client,
+    slack_api: FakeSlack,
+    running_bot: Bot,
+    bot_ctx: ServiceContext,
+    staff_grant: int,
+    pretix_server: FakePretix,
+) -> None:
+    pretix_server.fail_next(401, body={"detail": "Invalid token."}, method="POST")
+    command(http, slack_api, f"issue {grant_external_id(bot_ctx.db, staff_grant)}")
+    running_bot.worker.join(timeout=5)
+    assert RETRY_ACTION == "retry"  # CONTRACT.md
+
+    old_button = block_action_body(
+        action_id="voucher_retry",  # the name buttons posted before the rename carry
+        value=str(staff_grant),
+        user_id=STAFF_USER,
+        response_url=slack_api.response_url("old-click"),
+    )
+    assert post(http, old_button).status_code == 200
+    running_bot.worker.join(timeout=20)
+    assert len(pretix_server.all_vouchers()) == 1

@@ -10,6 +10,7 @@ from bot.services.actors import Actor
 from bot.services.audit import write_audit_event
 from bot.services.retry import retry_grant
 from bot.slack.blocks import (
+    LEGACY_RETRY_ACTION,
     RETRY_ACTION,
     not_staff_message,
     problem_message,
@@ -26,6 +27,7 @@ def register(app: App, edge: SlackEdge) -> None:
         answer_retry(edge, ack=ack, body=body, respond=respond)
 
     app.action(RETRY_ACTION)(handle_retry)
+    app.action(LEGACY_RETRY_ACTION)(handle_retry)  # buttons posted before the rename
 
 
 def answer_retry(edge: SlackEdge, *, ack: Ack, body: dict[str, Any], respond: Respond) -> None:

@@ -77,7 +77,7 @@ def check_database(db: Database) -> CheckResult:
         return _fail(
             "database",
             f"{where} is at {current or 'an empty schema'}, "
-            f"the code expects {head}: run `python -m bot migrate`",
+            f"the code expects {head}: run `.venv/bin/voucher-bot migrate`",
         )
     return _ok("database", f"{where}, schema at {head}")
 
@@ -259,7 +259,7 @@ def _check_channel(
     if not info.get("is_member"):
         return _fail(
             name,
-            f"the bot is not a member of {label}: status threads and digests cannot be "
+            f"the bot is not a member of {label}: status threads cannot be "
             f"posted there; run /invite @{bot} in that channel",
         )
     return _ok(name, f"status threads go to {label}; the bot is a member")

@@ -101,7 +101,7 @@ def build_slack_app(settings: Settings, edge: SlackEdge) -> App:
         request_verification_enabled=signing_secret is not None,
         # Listeners only ack and hand work to our worker, so answering after them is fastest.
         process_before_response=True,
-        # Slack may be unreachable at start; `python -m bot check` verifies the token.
+        # Slack may be unreachable at start; `.venv/bin/voucher-bot check` verifies the token.
         token_verification_enabled=False,
         logger=framework_logger,
     )

@@ -14,6 +14,7 @@ from bot.services.codes import mask_code, redact_codes
 from bot.slack.blocks._layout import (
     FALLBACK_LIMIT,
     FIELD_LIMIT,
+    LEGACY_RETRY_ACTION,
     MAX_BLOCKS,
     MAX_CONTEXT_ELEMENTS,
     MAX_FIELDS,
@@ -44,6 +45,7 @@ __all__ = [
     "DETAIL_LIMIT",
     "FALLBACK_LIMIT",
     "FIELD_LIMIT",
+    "LEGACY_RETRY_ACTION",
     "MAX_BLOCKS",
     "MAX_CONTEXT_ELEMENTS",
     "MAX_FIELDS",

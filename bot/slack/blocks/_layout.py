@@ -10,7 +10,9 @@ from bot.slack.blocks._text import _one_line, _Rich, _rich, truncate
 
 Block: TypeAlias = dict[str, Any]
 
-RETRY_ACTION = "voucher_retry"
+RETRY_ACTION = "retry"  # CONTRACT.md names it
+# The name Retry buttons had before; messages already in Slack still carry it.
+LEGACY_RETRY_ACTION = "voucher_retry"
 MAX_BLOCKS = 50
 TEXT_LIMIT = 3000  # one text object (a section's text, a context element)
 FIELD_LIMIT = 2000  # one of a section's fields
