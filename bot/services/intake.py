@@ -311,17 +311,22 @@ def _merge_voucher(
 ) -> VoucherIntake:
     """A person who already has a voucher row: same code updates it, another code conflicts."""
 
-    def conflict(message: str, detail: dict[str, Any], *, needs_person: bool) -> VoucherIntake:
+    def said(
+        action: IntakeAction, message: str, detail: dict[str, Any], *, needs_person: bool = False
+    ) -> VoucherIntake:
         add_audit_event(
             session,
             actor=actor,
             action="voucher_intake",
-            outcome=IntakeAction.CONFLICT.value,
+            outcome=action.value,
             conference_id=conference.id,
             grant_id=voucher.grant_id,
             detail={"email": payload.email_key, **detail},
         )
-        return VoucherIntake(IntakeAction.CONFLICT, message, needs_person=needs_person)
+        return VoucherIntake(action, message, needs_person=needs_person)
+
+    def conflict(message: str, detail: dict[str, Any], *, needs_person: bool) -> VoucherIntake:
+        return said(IntakeAction.CONFLICT, message, detail, needs_person=needs_person)
 
     current, offered = (k.value.replace("_", "-") for k in (voucher.voucher_type, kind))
     if voucher.code != payload.code:
@@ -351,20 +356,12 @@ def _merge_voucher(
         voucher.state is not VoucherState.CREATED or voucher.original_type is not None
     ):
         if voucher_row.stop_upgrade_for_speaker(session, voucher, now=utcnow()):
-            add_audit_event(
-                session,
-                actor=actor,
-                action="voucher_intake",
-                outcome=IntakeAction.UPDATED.value,
-                conference_id=conference.id,
-                grant_id=voucher.grant_id,
-                detail={"email": payload.email_key, "type": kind.value, "upgrade": "stopped"},
-            )
-            return VoucherIntake(
+            return said(
                 IntakeAction.UPDATED,
                 f"{payload.email_key}'s voucher {voucher.code} is a speaker voucher; its "
                 "unfinished upgrade to a grant voucher was stopped. Check in Pretix that it "
                 "still has the speaker terms (an upgrade attempt may have reached Pretix)",
+                {"type": kind.value, "upgrade": "stopped"},
                 needs_person=True,
             )
         return conflict(
@@ -384,13 +381,8 @@ def _merge_voucher(
     )
     if not changed:
         return VoucherIntake(IntakeAction.UNCHANGED, "no change")
-    add_audit_event(
-        session,
-        actor=actor,
-        action="voucher_intake",
-        outcome=IntakeAction.UPDATED.value,
-        conference_id=conference.id,
-        grant_id=voucher.grant_id,
-        detail={"email": payload.email_key, "type": voucher.voucher_type.value},
+    return said(
+        IntakeAction.UPDATED,
+        f"voucher {voucher.code} updated",
+        {"type": (raise_to or voucher.voucher_type).value},
     )
-    return VoucherIntake(IntakeAction.UPDATED, f"voucher {voucher.code} updated")

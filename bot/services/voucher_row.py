@@ -438,13 +438,12 @@ def abandon_revoke(session: Session, ticket: Ticket, *, back_to: VoucherState, r
 
 def push_back(session: Session, voucher_ids: list[int], *, until: dt.datetime) -> None:
     """Hide rows this replica is about to work on from the other replicas' next pass."""
+    _push(session, voucher_ids, {"next_attempt_at": until})
+
+
+def _push(session: Session, voucher_ids: list[int], values: dict[str, Any]) -> None:
     if voucher_ids:
-        session.execute(
-            update(CV)
-            .where(CV.id.in_(voucher_ids))
-            .values(next_attempt_at=until)
-            .execution_options(synchronize_session=False)
-        )
+        session.execute(update(TABLE).where(CV.id.in_(voucher_ids)).values(**values))
 
 
 # --- the person's row and its grant -----------------------------------------------------------
@@ -717,10 +716,4 @@ def reopen_for_retry(session: Session, *, conference_id: int, email_key: str) ->
 
 def push_back_emails(session: Session, voucher_ids: list[int], *, until: dt.datetime) -> None:
     """Hide due emails this replica is about to send from the other replicas' next pass."""
-    if voucher_ids:
-        session.execute(
-            update(CV)
-            .where(CV.id.in_(voucher_ids))
-            .values(email_next_attempt_at=until)
-            .execution_options(synchronize_session=False)
-        )
+    _push(session, voucher_ids, {"email_next_attempt_at": until})
