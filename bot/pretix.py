@@ -119,6 +119,10 @@ class PretixBatchError(PretixValidationError):
         """Indexes (in the input) of the rows Pretix refused."""
         return [index for index, errors in enumerate(self.row_errors) if errors]
 
+    def row_messages(self, index: int) -> list[str]:
+        """Human readable lines for one refused row."""
+        return _messages(self.row_errors[index])
+
     def code_taken_rows(self) -> list[int]:
         """Indexes of the rows refused only because their code already exists."""
         return [

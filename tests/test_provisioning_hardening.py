@@ -731,3 +731,76 @@ def test_retry_after_a_person_fixed_a_case_in_review_tries_again(
     retried = retry_grant(ctx, grant_id=grant_id, actor=TEST_ACTOR)
 
     assert retried.result is ProvisionResult.UPGRADED
+
+
+# --- many new grantees at once: Pretix's batch_create ---------------------------------------
+
+
+def _confirmed(ctx: ServiceContext, grant_payload: PayloadFactory, count: int) -> list[int]:
+    ids = []
+    for _ in range(count):
+        intake = ingest_grant(ctx, payload=grant_payload(), actor=TEST_ACTOR)
+        assert intake.grant is not None
+        ids.append(intake.grant.id)
+    return ids
+
+
+def test_many_new_grantees_are_created_in_one_batch_and_each_emailed_once(
+    ctx: ServiceContext,
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    ids = _confirmed(ctx, grant_payload, 12)
+
+    outcomes = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=4)
+    again = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=4)
+
+    assert {o.result for o in outcomes} == {ProvisionResult.CREATED}
+    assert [w.path.rsplit("/", 2)[-2] for w in pretix_server.writes()] == ["batch_create"]
+    assert {v["code"] for v in pretix_server.all_vouchers()} == {o.voucher_code for o in outcomes}
+    assert len(smtp_server.wait_for(12)) == 12
+    assert {o.result for o in again} == {ProvisionResult.ALREADY_GRANT}
+    assert len(pretix_server.writes()) == 1 and len(smtp_server.messages) == 12
+
+
+def test_a_batch_row_pretix_refuses_is_set_aside_and_the_rest_created_once(
+    ctx: ServiceContext,
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+) -> None:
+    ids = _confirmed(ctx, grant_payload, 10)
+    row_errors: list[dict[str, list[str]]] = [{} for _ in ids]
+    row_errors[3] = {"item": ['Invalid pk "999" - object does not exist.']}
+    pretix_server.fail_next(400, body=row_errors, path_contains="batch_create")
+
+    outcomes = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=1)
+
+    results = [o.result for o in outcomes]
+    assert results[3] is ProvisionResult.FAILED and "999" in outcomes[3].message
+    assert results[:3] + results[4:] == [ProvisionResult.CREATED] * 9
+    assert len(pretix_server.all_vouchers()) == 9
+    assert pretix_server.count("POST", "/batch_create/") == 2  # refused, then the other nine
+    assert voucher_row(ctx.db, ids[3]).state is VoucherState.FAILED
+
+
+def test_a_batch_whose_answer_was_lost_is_finished_one_by_one_without_duplicates(
+    make_ctx: Callable[..., ServiceContext],
+    make_pretix_client: Callable[..., PretixClient],
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    start = dt.datetime(2026, 5, 2, 12, 0, tzinfo=dt.UTC)
+    ctx = make_ctx(clock=lambda: start, pretix=make_pretix_client(max_attempts=1))
+    ids = _confirmed(ctx, grant_payload, 10)
+    pretix_server.drop_after_processing_next(path_contains="batch_create")  # done, answer lost
+
+    first = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=1)
+    later = make_ctx(clock=lambda: start + dt.timedelta(hours=2))
+    report = reconcile_once(later)
+
+    assert {o.result for o in first} == {ProvisionResult.RETRY_SCHEDULED}
+    assert {o.result for o in report.provisioned} == {ProvisionResult.ADOPTED}
+    assert len(pretix_server.all_vouchers()) == 10
+    assert len(smtp_server.wait_for(10)) == 10

@@ -8,15 +8,22 @@ restarted meanwhile deletes what it made, so Pretix keeps no orphan.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any, Literal
 
 import structlog
+from sqlalchemy.orm import Session
 
 from bot.conferences import ConferenceConfig
 from bot.pretix import (
     EventRef,
+    KeyScope,
+    PretixBatchError,
     PretixClient,
     Voucher,
     VoucherCreate,
@@ -110,28 +117,34 @@ def run_work(ctx: ServiceContext, work: Work) -> Ran:
     return ran if isinstance(ran, Ran) else Ran(ran)
 
 
-def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionOutcome | Ran:
-    config = work.conference
+def _expired(ctx: ServiceContext, config: ConferenceConfig) -> str | None:
+    """Why no voucher can be made for the conference now, or None."""
     if config.voucher_valid_until is not None and config.voucher_valid_until <= ctx.clock():
-        return _settle(
-            ctx,
-            work,
-            VoucherState.FAILED,
+        return (
             f"voucher_valid_until of {config.code} ({config.voucher_valid_until:%Y-%m-%d}) "
-            "is in the past; fix the configuration, then retry",
+            "is in the past; fix the configuration, then retry"
         )
+    return None
+
+
+def _request_of(work: Work) -> VoucherCreate:
+    # The body frozen when the request was reserved: a resumed create is the same request,
+    # with the same key, whatever changed in the configuration since.
+    frozen = work.ticket.payload
+    if frozen is not None:
+        return VoucherCreate.model_validate(frozen)
+    return create_request(work.conference, work.grant, work.code)
+
+
+def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionOutcome | Ran:
+    expired = _expired(ctx, work.conference)
+    if expired is not None:
+        return _settle(ctx, work, VoucherState.FAILED, expired)
     if work.superseded_code is not None:
         cleared = _clear_superseded(ctx, pretix, work)
         if cleared is not None:
             return cleared
-    # The body frozen when the request was reserved: a resumed create is the same request,
-    # with the same key, whatever changed in the configuration since.
-    frozen = work.ticket.payload
-    request = (
-        VoucherCreate.model_validate(frozen)
-        if frozen is not None
-        else create_request(config, work.grant, work.code)
-    )
+    request = _request_of(work)
     event, scope = work.event, work.ticket.key_scope(work.event)
     created = call_pretix(lambda: pretix.create_voucher(event, request, idempotency_key=scope))
     result = ProvisionResult.CREATED
@@ -162,11 +175,14 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionO
             )
     if isinstance(created, PretixFailure):
         return _failed(ctx, work, created)
-    verb = "created" if result is ProvisionResult.CREATED else "adopted existing"
-    step = Step("pretix", ok=True, detail=f"{verb} voucher #{created.id} ({created.code})")
     recorded = _record(ctx, work, created, upgraded=False)
     if recorded is None:
         return _lost_create(ctx, pretix, work, created)
+    return _made(recorded, work, created, result)
+
+
+def _made(recorded: _Recorded, work: Work, created: Voucher, result: ProvisionResult) -> Ran:
+    verb = "created" if result is ProvisionResult.CREATED else "adopted existing"
     return _done(
         recorded,
         work,
@@ -174,8 +190,90 @@ def _create(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionO
         message=f"Grant voucher {created.code} {verb.split(maxsplit=1)[0]} in Pretix "
         f"for {work.grant.full_name}.",
         voucher=created,
-        step=step,
+        step=Step("pretix", ok=True, detail=f"{verb} voucher #{created.id} ({created.code})"),
     )
+
+
+def run_batch(ctx: ServiceContext, works: Sequence[Work]) -> list[Ran]:
+    """Create many reserved vouchers of one event with Pretix's batch_create; aligned.
+
+    All or nothing at Pretix: on a 400, a row whose code exists already goes the single way
+    (it is adopted), a row Pretix refuses fails with its reason, and the rest is sent again.
+    An answer that did not arrive leaves every row to be resumed one by one, with its own
+    frozen request and key ("code exists" then adopts it). Records are written in one
+    transaction, each still only if its row is this request's.
+    """
+    assert ctx.pretix is not None  # work is reserved only when Pretix is configured
+    pretix = ctx.pretix
+    done: dict[int, Ran] = {}
+    expired = _expired(ctx, works[0].conference) if works else None
+    pending = [] if expired else list(works)
+    for work in works if expired else ():
+        done[work.ticket.voucher_id] = Ran(_settle(ctx, work, VoucherState.FAILED, expired or ""))
+    while pending:
+        answer = call_pretix(partial(_send_batch, pretix, tuple(pending)))
+        if isinstance(answer, PretixBatchError) and answer.failed_rows():
+            refused, taken = set(answer.failed_rows()), set(answer.code_taken_rows())
+            for index in sorted(refused):
+                work = pending[index]
+                if index in taken:  # ours from an earlier attempt: the single way adopts it
+                    done[work.ticket.voucher_id] = _ran(_create(ctx, pretix, work))
+                    continue
+                reason = "Pretix refused the voucher: " + "; ".join(answer.row_messages(index))
+                done[work.ticket.voucher_id] = Ran(_settle(ctx, work, VoucherState.FAILED, reason))
+            pending = [work for index, work in enumerate(pending) if index not in refused]
+            continue
+        if isinstance(answer, list):
+            done |= _record_batch(ctx, pretix, pending, answer)
+        else:
+            failure = answer if isinstance(answer, PretixFailure) else _whole_refusal(answer)
+            for work in pending:
+                done[work.ticket.voucher_id] = Ran(_failed(ctx, work, failure))
+        break
+    return [done[work.ticket.voucher_id] for work in works]
+
+
+def _send_batch(pretix: PretixClient, works: Sequence[Work]) -> list[Voucher] | PretixBatchError:
+    event = works[0].event
+    nonces = hashlib.sha256("".join(w.ticket.nonce for w in works).encode()).hexdigest()
+    scope = KeyScope(
+        subject=f"{event.organizer}/{event.event}:batch:v{works[0].ticket.voucher_id}+{len(works)}",
+        nonce=nonces[:32],
+    )
+    try:
+        return pretix.batch_create_vouchers(
+            event, [_request_of(work) for work in works], idempotency_key=scope
+        )
+    except PretixBatchError as exc:
+        return exc
+
+
+def _whole_refusal(error: PretixBatchError) -> PretixFailure:
+    return PretixFailure(
+        FailureKind.REFUSED, False, "Pretix refused the batch: " + "; ".join(error.messages())
+    )
+
+
+def _record_batch(
+    ctx: ServiceContext, pretix: PretixClient, works: Sequence[Work], created: Sequence[Voucher]
+) -> dict[int, Ran]:
+    now = ctx.clock()
+    recorded: list[_Recorded | None] = []
+    with ctx.db.transaction() as session:
+        for work, voucher in zip(works, created, strict=True):
+            recorded.append(_record_in(session, ctx, work, voucher, upgraded=False, now=now))
+    return {
+        work.ticket.voucher_id: (
+            _ran(_lost_create(ctx, pretix, work, voucher))
+            if mark is None
+            else _made(mark, work, voucher, ProvisionResult.CREATED)
+        )
+        for work, voucher, mark in zip(works, created, recorded, strict=True)
+    }
+
+
+def _ran(result: ProvisionOutcome | Ran) -> Ran:
+    return result if isinstance(result, Ran) else Ran(result)
 
 
 def _clear_superseded(
@@ -282,29 +380,40 @@ def _record(
     ctx: ServiceContext, work: Work, voucher: Voucher, *, upgraded: bool
 ) -> _Recorded | None:
     """Record the voucher and, in the same transaction, claim its email; None when lost."""
-    now = ctx.clock()
     with ctx.db.transaction() as session:
-        won = voucher_row.record_created(
-            session,
-            work.ticket,
-            pretix_voucher_id=voucher.id,
-            code=voucher.code,
-            upgraded=upgraded,
-        )
-        claim = (
-            voucher_row.claim_email(
-                session,
-                voucher_id=work.ticket.voucher_id,
-                now=now,
-                lease_until=now + ctx.lease,
-                resend=False,
-            )
-            if won and ctx.mailer is not None
-            else None
-        )
+        return _record_in(session, ctx, work, voucher, upgraded=upgraded, now=ctx.clock())
+
+
+def _record_in(
+    session: Session,
+    ctx: ServiceContext,
+    work: Work,
+    voucher: Voucher,
+    *,
+    upgraded: bool,
+    now: dt.datetime,
+) -> _Recorded | None:
+    won = voucher_row.record_created(
+        session,
+        work.ticket,
+        pretix_voucher_id=voucher.id,
+        code=voucher.code,
+        upgraded=upgraded,
+    )
     if not won:
         log.warning("voucher row settled by another worker", voucher=work.ticket.voucher_id)
         return None
+    claim = (
+        voucher_row.claim_email(
+            session,
+            voucher_id=work.ticket.voucher_id,
+            now=now,
+            lease_until=now + ctx.lease,
+            resend=False,
+        )
+        if ctx.mailer is not None
+        else None
+    )
     return _Recorded(claim)
 
 

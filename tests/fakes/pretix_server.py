@@ -463,7 +463,7 @@ class FakePretix:
         *,
         times: int = 1,
         retry_after: int | str | None = None,
-        body: dict[str, Any] | None = None,
+        body: dict[str, Any] | list[Any] | None = None,
         method: str | None = None,
         path_contains: str | None = None,
     ) -> None:
