@@ -533,6 +533,25 @@ class Database:
         self.engine.dispose()
 
 
+def insert_many_ignoring_conflict(
+    session: Session,
+    model: type[Base],
+    rows: list[dict[str, Any]],
+    *,
+    conflict: list[str],
+    returning: list[Any],
+) -> list[Any]:
+    """One multi-row INSERT ... ON CONFLICT DO NOTHING: the `returning` of the rows inserted."""
+    if not rows:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(model).values(rows)
+    else:
+        stmt = sqlite.insert(model).values(rows)
+    stmt = stmt.on_conflict_do_nothing(index_elements=conflict).returning(*returning)
+    return list(session.execute(stmt).all())
+
+
 def insert_ignoring_conflict(
     session: Session, model: type[Base], values: Mapping[str, Any], *, conflict: list[str]
 ) -> int | None:

@@ -13,7 +13,7 @@ from bot.services.context import ServiceContext
 from bot.services.intake import ingest_grant
 from bot.services.notifications import GrantPayload
 from bot.services.outcomes import ProvisionResult
-from bot.services.provisioning import provision_grant_voucher
+from bot.services.provisioning import provision_grant_voucher, provision_many
 from bot.storage import Database
 from tests.conftest import TEST_ACTOR
 from tests.fakes.pretix_server import FakePretix
@@ -51,3 +51,23 @@ def test_provisioning_on_sqlite(
     assert len(smtp_server.messages) == 1
     again = provision_grant_voucher(sqlite_ctx, grant_id=grant_id, actor=TEST_ACTOR)
     assert again.result is ProvisionResult.ALREADY_GRANT
+
+
+def test_a_batch_of_new_grantees_on_sqlite(
+    sqlite_ctx: ServiceContext,
+    grant_payload: Callable[..., GrantPayload],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    ids = []
+    for _ in range(12):
+        intake = ingest_grant(sqlite_ctx, payload=grant_payload(), actor=TEST_ACTOR)
+        assert intake.grant is not None
+        ids.append(intake.grant.id)
+
+    outcomes = provision_many(sqlite_ctx, grant_ids=ids, actor=TEST_ACTOR, workers=4)
+
+    assert {o.result for o in outcomes} == {ProvisionResult.CREATED}
+    assert pretix_server.count("POST", "/batch_create/") == 1
+    assert len(pretix_server.all_vouchers()) == 12
+    assert len(smtp_server.wait_for(12)) == 12

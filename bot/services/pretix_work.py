@@ -257,18 +257,31 @@ def _whole_refusal(error: PretixBatchError) -> PretixFailure:
 def _record_batch(
     ctx: ServiceContext, pretix: PretixClient, works: Sequence[Work], created: Sequence[Voucher]
 ) -> dict[int, Ran]:
+    """Record a batch and claim its emails in one transaction and a few statements."""
     now = ctx.clock()
-    recorded: list[_Recorded | None] = []
     with ctx.db.transaction() as session:
-        for work, voucher in zip(works, created, strict=True):
-            recorded.append(_record_in(session, ctx, work, voucher, upgraded=False, now=now))
+        won = voucher_row.record_many_created(
+            session,
+            [(w.ticket, v.id, v.code) for w, v in zip(works, created, strict=True)],
+        )
+        claims = (
+            voucher_row.claim_emails(session, sorted(won), now=now, lease_until=now + ctx.lease)
+            if ctx.mailer is not None
+            else []
+        )
+    claim_of = {claim.voucher_id: claim for claim in claims}
     return {
         work.ticket.voucher_id: (
-            _ran(_lost_create(ctx, pretix, work, voucher))
-            if mark is None
-            else _made(mark, work, voucher, ProvisionResult.CREATED)
+            _made(
+                _Recorded(claim_of.get(work.ticket.voucher_id)),
+                work,
+                voucher,
+                ProvisionResult.CREATED,
+            )
+            if work.ticket.voucher_id in won
+            else _ran(_lost_create(ctx, pretix, work, voucher))
         )
-        for work, voucher, mark in zip(works, created, recorded, strict=True)
+        for work, voucher in zip(works, created, strict=True)
     }
 
 

@@ -208,7 +208,6 @@ def _create_batch(ctx: ServiceContext, chunk: Sequence[Facts]) -> dict[int, Prov
     left out (they go the single way, which decides again).
     """
     now = ctx.clock()
-    works: list[Work] = []
     with ctx.db.transaction() as session:
         current = {
             row.id: (row.status, row.hold_reason, row.email_key)
@@ -218,13 +217,36 @@ def _create_batch(ctx: ServiceContext, chunk: Sequence[Facts]) -> dict[int, Prov
                 .with_for_update(read=True)
             )
         }
-        for found in chunk:
-            grant = found.grant
-            if current.get(grant.id) != (grant.status, grant.hold_reason, grant.email_key):
-                continue
-            taken = _take(session, ctx, found, Decision(Action.CREATE), now=now)
-            if isinstance(taken, Work):
-                works.append(taken)
+        unchanged = [
+            found
+            for found in chunk
+            if current.get(found.grant.id)
+            == (found.grant.status, found.grant.hold_reason, found.grant.email_key)
+        ]
+        new_rows = []
+        for found in unchanged:
+            code = ctx.new_code()
+            new_rows.append(
+                voucher_row.NewRow(
+                    conference_id=found.ref.conference_id,
+                    email_key=found.grant.email_key or "",
+                    grant_id=found.grant.id,
+                    code=code,
+                    payload=_create_payload(found, code),
+                )
+            )
+        tickets = voucher_row.reserve_many(session, new_rows, lease_until=now + ctx.lease)
+    works = [
+        _work(
+            found,
+            tickets[found.grant.id],
+            "create",
+            Step("reserve", ok=True, detail=f"reserved code {tickets[found.grant.id].code}"),
+            superseded=None,
+        )
+        for found in unchanged
+        if found.grant.id in tickets
+    ]
     if not works:
         return {}
     by_grant = {found.grant.id: found for found in chunk}

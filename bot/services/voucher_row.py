@@ -17,7 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, case, exists, false, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from bot.pretix import EventRef, KeyScope
@@ -30,6 +42,7 @@ from bot.storage import (
     VoucherState,
     VoucherType,
     insert_ignoring_conflict,
+    insert_many_ignoring_conflict,
 )
 
 CV = ConferenceVoucher
@@ -166,6 +179,66 @@ def reserve_new(
         nonce=nonce,
         payload=payload,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewRow:
+    """A grant voucher row to reserve in a batch."""
+
+    conference_id: int
+    email_key: str
+    grant_id: int
+    code: str
+    payload: dict[str, Any]
+
+
+def reserve_many(
+    session: Session, rows: list[NewRow], *, lease_until: dt.datetime
+) -> dict[int, Ticket]:
+    """Insert many grant voucher rows in `creating` with one statement; tickets by grant id.
+
+    A person who has a row already gets none (the caller sends that grant the single way).
+    """
+    values = []
+    for row in rows:
+        values.append(
+            {
+                "conference_id": row.conference_id,
+                "email_key": row.email_key,
+                "grant_id": row.grant_id,
+                "voucher_type": VoucherType.GRANT,
+                "code": row.code,
+                "state": VoucherState.CREATING,
+                "lease_expires_at": lease_until,
+                "email_state": EmailState.NOT_DUE,
+                "request_nonce": new_nonce(),
+                "request_payload": row.payload,
+                "attempts": 0,
+                "request_generation": 0,
+                "email_attempts": 0,
+                "email_generation": 0,
+                "emails_sent": 0,
+            }
+        )
+    inserted = insert_many_ignoring_conflict(
+        session,
+        CV,
+        values,
+        conflict=["conference_id", "email_key"],
+        returning=[CV.id, CV.grant_id, CV.request_nonce],
+    )
+    by_grant = {row.grant_id: row for row in rows}
+    return {
+        grant_id: Ticket(
+            voucher_id=voucher_id,
+            state=VoucherState.CREATING,
+            code=by_grant[grant_id].code,
+            generation=0,
+            nonce=nonce,
+            payload=by_grant[grant_id].payload,
+        )
+        for voucher_id, grant_id, nonce in inserted
+    }
 
 
 def _begin(
@@ -369,6 +442,56 @@ def record_created(
         due = and_(due, CV.email_sent_at.is_(None))
     values["email_state"] = case((due, EmailState.PENDING), else_=EmailState.NOT_DUE)
     return _won(session, ticket.holds(), values)
+
+
+def record_many_created(session: Session, made: list[tuple[Ticket, int, str]]) -> set[int]:
+    """Record many creates (ticket, Pretix id, code) in two statements; the rows that are now
+    recorded as those vouchers (a row no longer in its ticket's request is left alone)."""
+    if not made:
+        return set()
+    due = and_(CV.grant_id.is_not(None), CV.email_sent_at.is_(None))
+    session.execute(
+        update(TABLE)
+        .where(
+            CV.id == bindparam("b_id"),
+            CV.state == VoucherState.CREATING,
+            CV.code == bindparam("b_code"),
+            CV.request_generation == bindparam("b_generation"),
+            CV.request_nonce == bindparam("b_nonce"),
+        )
+        .values(
+            state=VoucherState.CREATED,
+            pretix_voucher_id=bindparam("b_pretix_id"),
+            code=bindparam("b_new_code"),
+            lease_expires_at=None,
+            attempts=0,
+            next_attempt_at=None,
+            last_error=None,
+            superseded_code=None,
+            email_state=case((due, EmailState.PENDING), else_=EmailState.NOT_DUE),
+        ),
+        [
+            {
+                "b_id": ticket.voucher_id,
+                "b_code": ticket.code,
+                "b_generation": ticket.generation,
+                "b_nonce": ticket.nonce,
+                "b_pretix_id": pretix_id,
+                "b_new_code": code,
+            }
+            for ticket, pretix_id, code in made
+        ],
+    )
+    wanted = {ticket.voucher_id: (pretix_id, ticket.nonce) for ticket, pretix_id, _ in made}
+    return {
+        voucher_id
+        for voucher_id, pretix_id, nonce in session.execute(
+            select(CV.id, CV.pretix_voucher_id, CV.request_nonce).where(
+                CV.id.in_(list(wanted)), CV.state == VoucherState.CREATED
+            )
+        )
+        if wanted[voucher_id] == (pretix_id, nonce)
+    }
 
 
 def record_superseded_gone(session: Session, ticket: Ticket) -> bool:
@@ -581,9 +704,30 @@ def claim_email(
         values: dict[str, Any] = {"email_generation": CV.email_generation + 1}
     else:
         due, values = email_due(now), {}
-    row = session.execute(
+    claims = _claim(session, [voucher_id], due=due, lease_until=lease_until, values=values)
+    return claims[0] if claims else None
+
+
+def claim_emails(
+    session: Session, voucher_ids: list[int], *, now: dt.datetime, lease_until: dt.datetime
+) -> list[EmailClaim]:
+    """Claim the due emails of many vouchers in two statements (a batch just recorded)."""
+    if not voucher_ids:
+        return []
+    return _claim(session, voucher_ids, due=email_due(now), lease_until=lease_until, values={})
+
+
+def _claim(
+    session: Session,
+    voucher_ids: list[int],
+    *,
+    due: ColumnElement[bool],
+    lease_until: dt.datetime,
+    values: dict[str, Any],
+) -> list[EmailClaim]:
+    rows = session.execute(
         update(TABLE)
-        .where(CV.id == voucher_id, due)
+        .where(CV.id.in_(voucher_ids), due)
         .values(email_state=EmailState.SENDING, email_lease_expires_at=lease_until, **values)
         .returning(
             CV.id,
@@ -594,36 +738,49 @@ def claim_email(
             CV.grant_id,
             CV.email_key,
         )
-    ).first()
-    if row is None:
-        return None
+    ).all()
+    if not rows:
+        return []
     # The claim required the grant's email to be the one the voucher was reserved for; read
     # it with that same condition, so an address changed this instant is never used.
-    grant = session.execute(
-        select(Grant.full_name, Grant.email, Grant.external_id, Conference.code)
-        .join(Conference, Conference.id == Grant.conference_id)
-        .where(Grant.id == row.grant_id, Grant.email_key == row.email_key)
-    ).first()
-    claim = EmailClaim(
-        voucher_id=row.id,
-        code=row.code,
-        kind=VoucherType(row.voucher_type),
-        generation=row.email_generation,
-        conference_id=row.conference_id,
-        conference_code=grant.code if grant else "",
-        to_name=grant.full_name if grant else "",
-        to_address=(grant.email if grant else None) or "",
-        grant_external_id=grant.external_id if grant else "",
-    )
-    if not claim.to_address:
+    grants = {
+        grant.id: grant
+        for grant in session.execute(
+            select(
+                Grant.id,
+                Grant.email_key,
+                Grant.full_name,
+                Grant.email,
+                Grant.external_id,
+                Conference.code,
+            )
+            .join(Conference, Conference.id == Grant.conference_id)
+            .where(Grant.id.in_([row.grant_id for row in rows]))
+        )
+    }
+    claims: list[EmailClaim] = []
+    lost: list[EmailClaim] = []
+    for row in rows:
+        grant = grants.get(row.grant_id)
+        claim = EmailClaim(
+            voucher_id=row.id,
+            code=row.code,
+            kind=VoucherType(row.voucher_type),
+            generation=row.email_generation,
+            conference_id=row.conference_id,
+            conference_code=grant.code if grant else "",
+            to_name=grant.full_name if grant else "",
+            to_address=(grant.email if grant and grant.email_key == row.email_key else None) or "",
+            grant_external_id=grant.external_id if grant else "",
+        )
+        (claims if claim.to_address else lost).append(claim)
+    for claim in lost:
         session.execute(
-            update(CV)
+            update(TABLE)
             .where(_claimed(claim))
             .values(email_state=EmailState.PENDING, email_lease_expires_at=None)
-            .execution_options(synchronize_session=False)
         )
-        return None
-    return claim
+    return claims
 
 
 def record_email_sent(session: Session, claim: EmailClaim, *, now: dt.datetime) -> bool:
