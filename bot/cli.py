@@ -461,7 +461,7 @@ def check() -> None:
     """Reach the database, Pretix (event, quota or item), SMTP and Slack; say what is wrong."""
     with _bot(migrate=False, sync=False) as bot:
         results = [
-            check_database(bot.db),
+            check_database(bot.db, auto_migrate=bot.settings.auto_migrate),
             *check_conferences(bot.conferences, now=utcnow()),
             *check_pretix(bot.pretix, bot.conferences),
             check_smtp(bot.mailer),
@@ -483,6 +483,7 @@ _CHECK_MARKS = {
     CheckStatus.OK: "[green]ok[/green]  ",
     CheckStatus.OFF: "[yellow]off[/yellow] ",
     CheckStatus.FAIL: "[red]FAIL[/red]",
+    CheckStatus.NOTE: "[cyan]note[/cyan]",
 }
 
 
