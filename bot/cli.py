@@ -138,8 +138,9 @@ YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask before issuing many vouchers.")
 ]
 
-# Outcomes after which a script may carry on; anything else exits with status 1.
-SUCCESS = HAS_VOUCHER | {ProvisionResult.IN_PROGRESS}
+# Outcomes after which a script may carry on; anything else exits with status 1. A
+# conference with issue_vouchers = false is fine: nothing is missing (as status says).
+SUCCESS = HAS_VOUCHER | {ProvisionResult.IN_PROGRESS, ProvisionResult.NOT_ISSUING}
 REVOKE_DONE = {RevokeResult.REVOKED, RevokeResult.ALREADY_GONE, RevokeResult.ALREADY_REVOKED}
 
 

@@ -268,3 +268,28 @@ def test_several_grants_are_one_unwrapped_line_naming_the_current_conference(
     assert result.returncode == 2
     [line] = [line for line in result.stderr.splitlines() if "several grants" in line]
     assert line.endswith(f"Say which conference, e.g. `{conference.code}`.")
+
+
+def test_grants_of_a_conference_that_does_not_issue_vouchers_need_no_person(
+    tmp_path: Path,
+    ctx: ServiceContext,
+    conference: ConferenceConfig,
+    bot_env: dict[str, str],
+    pretix_server: FakePretix,
+) -> None:
+    last_year = conference.model_copy(
+        update={"code": unique("past"), "name": "PyCon Italia 2025", "issue_vouchers": False}
+    )
+    config = write_file(tmp_path, "both.toml", conferences_toml(conference, last_year))
+    env = {**bot_env, "CONFERENCES_FILE": str(config)}
+    rows = [grant(last_year, f"Old Grantee {n}") for n in range(3)]
+    path = grants_csv(tmp_path, rows)
+
+    result = run_cli(env, "grants", "import", str(path))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Needs a person" not in result.stdout
+    assert pretix_server.all_vouchers() == []
+    provisioned = run_cli(env, "provision", rows[0]["id"], "-c", last_year.code)
+    assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
+    assert "does not issue vouchers" in provisioned.stdout
