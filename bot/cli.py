@@ -314,7 +314,9 @@ def grants_import(
                 plan = plan_grant_import(
                     bot.services, path=file, actor=_actor(), provision=provision
                 )
-                raise typer.Exit(_print_plan(plan))
+                previous = _previous_statuses(bot, file)
+                held = [_held_line(grant, previous) for grant in plan.held]
+                raise typer.Exit(_print_plan(plan, held))
             if provision and not yes and _is_terminal():
                 _confirm_import(bot, file)
             with _progress() as progress:
@@ -329,10 +331,11 @@ def grants_import(
                     on_row=stages.advance,
                     on_stage=stages.stage,
                 )
+            previous = _previous_statuses(bot, file)
         except ImportFileError as exc:
             err.print(str(exc), markup=False)
             raise typer.Exit(BAD_INPUT) from None
-    _print_import(report, noun="grants")
+    _print_import(report, noun="grants", held=[_held_line(g, previous) for g in report.held])
     needs_person = _print_outcomes(report.provisioned)
     if report.errors:
         raise typer.Exit(BAD_INPUT)
@@ -538,7 +541,27 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{count} {name}" for name, count in counter.most_common())
 
 
-def _print_import(report: ImportReport, *, noun: str) -> None:
+def _previous_statuses(bot: Bot, file: Path) -> dict[tuple[str, str], str]:
+    """Each grant's previous status as the file gives it, by (conference, grant id)."""
+    _rows, payloads, _errors = read_grants(bot.services, file)
+    return {
+        (payload.conference, payload.id): payload.previous_status
+        for _line, payload in payloads
+        if payload.previous_status is not None
+    }
+
+
+def _held_line(grant: GrantRef, previous: dict[tuple[str, str], str]) -> str:
+    """One wording for a held grant everywhere: the real previous status, the full command."""
+    came_from = previous.get((grant.conference, grant.external_id), "no earlier status")
+    return (
+        f"{grant.full_name} (grant {grant.external_id}, {grant.conference}) was confirmed "
+        f"from {came_from}, not from waiting_for_confirmation; if that is right, run "
+        f"`.venv/bin/voucher-bot provision {grant.external_id} -c {grant.conference}`"
+    )
+
+
+def _print_import(report: ImportReport, *, noun: str, held: Sequence[str] = ()) -> None:
     counts = ", ".join(
         f"{count} {action.value}" for action, count in sorted(report.actions.items())
     )
@@ -546,12 +569,8 @@ def _print_import(report: ImportReport, *, noun: str) -> None:
         f"Read {report.rows} {noun}: {counts or 'none stored'}{_nothing_changed(report)}.",
         markup=False,
     )
-    for grant in report.held:
-        out.print(
-            f"held for staff: {grant.full_name} (grant {grant.external_id}, {grant.conference}) "
-            "was confirmed without waiting_for_confirmation; `provision` it if right",
-            markup=False,
-        )
+    for line in held:
+        out.print(f"held for staff: {line}", markup=False)
     for note in report.notes:
         out.print(f"note: {note}", markup=False)
     _print_errors(report.errors)
@@ -641,7 +660,7 @@ def _plan_line(plan: Planned) -> str:
     return f"{who}: {plan.branch.value}" + (f"; {plan.detail}" if plan.detail else "")
 
 
-def _print_plan(plan: ImportPlan) -> int:
+def _print_plan(plan: ImportPlan, held_grants: Sequence[str]) -> int:
     """The dry run of a grants import, in words; returns the exit status it stands for."""
     out.print("Dry run: nothing stored, nothing sent to Pretix, no email.")
     counts = ", ".join(f"{count} {action.value}" for action, count in sorted(plan.actions.items()))
@@ -663,12 +682,8 @@ def _print_plan(plan: ImportPlan) -> int:
         out.print(table)
     elif not plan.waiting_for_staff:
         out.print("No grant would be provisioned.")
-    for grant in plan.held:
-        out.print(
-            f"would be held for staff: {grant.full_name} (grant {grant.external_id}, "
-            f"{grant.conference}): confirmed without waiting_for_confirmation",
-            markup=False,
-        )
+    for grant in held_grants:
+        out.print(f"would be held for staff: {grant}", markup=False)
     reasons: dict[str, list[Planned]] = {}
     for item in needs_person:
         if item not in held:

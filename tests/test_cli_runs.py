@@ -334,3 +334,22 @@ def test_an_import_without_a_conferences_file_says_so_once(tmp_path: Path) -> No
     assert "9 bad rows would be skipped:" in result.stderr
     [line] = [line for line in result.stderr.splitlines() if "unknown conference" in line]
     assert line.strip().startswith("lines 2, 3, 4, 5, 6 and 4 more (9 rows):"), line
+
+
+def test_a_held_grant_is_worded_the_same_in_the_dry_run_and_the_import(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    held = grant(conference, "Hal Held", previous_status="waiting_list")
+    path = grants_csv(tmp_path, [held])
+    wording = (
+        f"Hal Held (grant {held['id']}, {conference.code}) was confirmed from waiting_list, not "
+        "from waiting_for_confirmation; if that is right, run "
+        f"`.venv/bin/voucher-bot provision {held['id']} -c {conference.code}`"
+    )
+
+    dry = run_cli(bot_env, "grants", "import", "--dry-run", str(path))
+    real = run_cli(bot_env, "grants", "import", str(path))
+
+    assert f"would be held for staff: {wording}" in dry.stdout, dry.stdout
+    assert f"held for staff: {wording}" in real.stdout, real.stdout
+    assert real.returncode == 1
