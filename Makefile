@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test test-pretix lint bench install bot clean
+.PHONY: run demo standins test test-pretix lint bench install bot clean
 
 run: $(STAMP)
 	$(BIN)/python app.py
@@ -15,6 +15,11 @@ run: $(STAMP)
 # folder: a short scripted story printed as the channel shows it. No settings, no network.
 demo: $(STAMP)
 	$(BIN)/python -m demo
+
+# The same stand-ins, set up like conferences.example.toml and left running for the command
+# line: prints the .env lines that point the bot at them; Ctrl-C (or SIGTERM) stops them.
+standins: $(STAMP)
+	$(BIN)/python -m demo.standins
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -100,6 +100,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 OK, NEEDS_PERSON, BAD_INPUT = 0, 1, 2
 # An import that would issue more vouchers than this asks first, on a terminal.
 CONFIRM_ABOVE = 5
+# Grants or line numbers named in a line that stands for many with the same reason.
+SHOWN = 5
 
 
 class _Options:
@@ -138,8 +140,9 @@ YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask before issuing many vouchers.")
 ]
 
-# Outcomes after which a script may carry on; anything else exits with status 1.
-SUCCESS = HAS_VOUCHER | {ProvisionResult.IN_PROGRESS}
+# Outcomes after which a script may carry on; anything else exits with status 1. A
+# conference with issue_vouchers = false is fine: nothing is missing (as status says).
+SUCCESS = HAS_VOUCHER | {ProvisionResult.IN_PROGRESS, ProvisionResult.NOT_ISSUING}
 REVOKE_DONE = {RevokeResult.REVOKED, RevokeResult.ALREADY_GONE, RevokeResult.ALREADY_REVOKED}
 
 
@@ -304,13 +307,16 @@ def grants_import(
     terminal (CI, scripts) it goes ahead.
     """
     with _bot() as bot:
+        _warn_no_conferences(bot)
         try:
             _warn_speakerless(bot, file)
             if dry_run:
                 plan = plan_grant_import(
                     bot.services, path=file, actor=_actor(), provision=provision
                 )
-                raise typer.Exit(_print_plan(plan))
+                previous = _previous_statuses(bot, file)
+                held = [_held_line(grant, previous) for grant in plan.held]
+                raise typer.Exit(_print_plan(plan, held))
             if provision and not yes and _is_terminal():
                 _confirm_import(bot, file)
             with _progress() as progress:
@@ -325,15 +331,32 @@ def grants_import(
                     on_row=stages.advance,
                     on_stage=stages.stage,
                 )
+            previous = _previous_statuses(bot, file)
         except ImportFileError as exc:
             err.print(str(exc), markup=False)
             raise typer.Exit(BAD_INPUT) from None
-    _print_import(report, noun="grants")
+    _print_import(report, noun="grants", held=[_held_line(g, previous) for g in report.held])
     needs_person = _print_outcomes(report.provisioned)
     if report.errors:
         raise typer.Exit(BAD_INPUT)
     if needs_person or report.held or report.notes:
         raise typer.Exit(NEEDS_PERSON)
+
+
+def _no_conferences_file(bot: Bot) -> str | None:
+    """Why no conference is configured when the conference file is missing, else None."""
+    if bot.conferences.source is not None or bot.conferences:
+        return None
+    return (
+        f"no conferences file: {bot.settings.conferences_file} does not exist, so no "
+        "conference is known. Create it from conferences.example.toml (or set "
+        "CONFERENCES_FILE)"
+    )
+
+
+def _warn_no_conferences(bot: Bot) -> None:
+    if (missing := _no_conferences_file(bot)) is not None:
+        err.print(f"warning: {missing}.", markup=False)
 
 
 def _warn_speakerless(bot: Bot, file: Path) -> None:
@@ -378,6 +401,7 @@ def vouchers_import(
 ) -> None:
     """Import vouchers made elsewhere (speaker, co-speaker); importing twice changes nothing."""
     with _bot() as bot, _progress() as progress:
+        _warn_no_conferences(bot)
         stages = _Stages(progress)
         try:
             report = import_vouchers(
@@ -461,7 +485,7 @@ def check() -> None:
     """Reach the database, Pretix (event, quota or item), SMTP and Slack; say what is wrong."""
     with _bot(migrate=False, sync=False) as bot:
         results = [
-            check_database(bot.db),
+            check_database(bot.db, auto_migrate=bot.settings.auto_migrate),
             *check_conferences(bot.conferences, now=utcnow()),
             *check_pretix(bot.pretix, bot.conferences),
             check_smtp(bot.mailer),
@@ -483,6 +507,7 @@ _CHECK_MARKS = {
     CheckStatus.OK: "[green]ok[/green]  ",
     CheckStatus.OFF: "[yellow]off[/yellow] ",
     CheckStatus.FAIL: "[red]FAIL[/red]",
+    CheckStatus.NOTE: "[cyan]note[/cyan]",
 }
 
 
@@ -516,7 +541,27 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{count} {name}" for name, count in counter.most_common())
 
 
-def _print_import(report: ImportReport, *, noun: str) -> None:
+def _previous_statuses(bot: Bot, file: Path) -> dict[tuple[str, str], str]:
+    """Each grant's previous status as the file gives it, by (conference, grant id)."""
+    _rows, payloads, _errors = read_grants(bot.services, file)
+    return {
+        (payload.conference, payload.id): payload.previous_status
+        for _line, payload in payloads
+        if payload.previous_status is not None
+    }
+
+
+def _held_line(grant: GrantRef, previous: dict[tuple[str, str], str]) -> str:
+    """One wording for a held grant everywhere: the real previous status, the full command."""
+    came_from = previous.get((grant.conference, grant.external_id), "no earlier status")
+    return (
+        f"{grant.full_name} (grant {grant.external_id}, {grant.conference}) was confirmed "
+        f"from {came_from}, not from waiting_for_confirmation; if that is right, run "
+        f"`.venv/bin/voucher-bot provision {grant.external_id} -c {grant.conference}`"
+    )
+
+
+def _print_import(report: ImportReport, *, noun: str, held: Sequence[str] = ()) -> None:
     counts = ", ".join(
         f"{count} {action.value}" for action, count in sorted(report.actions.items())
     )
@@ -524,22 +569,46 @@ def _print_import(report: ImportReport, *, noun: str) -> None:
         f"Read {report.rows} {noun}: {counts or 'none stored'}{_nothing_changed(report)}.",
         markup=False,
     )
-    for grant in report.held:
-        out.print(
-            f"held for staff: {grant.full_name} (grant {grant.external_id}, {grant.conference}) "
-            "was confirmed without waiting_for_confirmation; `provision` it if right",
-            markup=False,
-        )
+    for line in held:
+        out.print(f"held for staff: {line}", markup=False)
     for note in report.notes:
         out.print(f"note: {note}", markup=False)
     _print_errors(report.errors)
 
 
-def _print_errors(errors: Sequence[RowError]) -> None:
-    if errors:
-        err.print(f"{len(errors)} bad rows skipped:", markup=False)
-        for error in errors:
-            err.print(f"  {error}", markup=False)
+def _print_errors(errors: Sequence[RowError], *, dry_run: bool = False) -> None:
+    """Bad rows, one line per reason: rows that fail the same way share a line."""
+    if not errors:
+        return
+    skipped = "would be skipped" if dry_run else "skipped"
+    err.print(f"{len(errors)} bad {_plural(len(errors), 'row')} {skipped}:", markup=False)
+    lines: dict[str, list[int]] = {}
+    for error in errors:
+        lines.setdefault(error.message, []).append(error.line)
+    for message, numbers in lines.items():
+        err.print(f"  {_lines(numbers)}: {message}", markup=False)
+
+
+def _lines(numbers: Sequence[int]) -> str:
+    """`line 7`, `lines 2, 3, 5`, or `lines 2, 3, 5, 8, 9 and 588 more (593 rows)`."""
+    if len(numbers) == 1:
+        return f"line {numbers[0]}"
+    shown = ", ".join(str(n) for n in numbers[:SHOWN])
+    more = len(numbers) - SHOWN
+    return f"lines {shown}" + (f" and {more} more ({len(numbers)} rows)" if more > 0 else "")
+
+
+def _plural(count: int, noun: str) -> str:
+    return noun if count == 1 else f"{noun}s"
+
+
+def _some(grants: Sequence[GrantRef | None]) -> str:
+    """`grant 5301`, or `12 grants (5301, 5302, 5303, 5304, 5305, ...)`."""
+    ids = [f"{g.conference}/{g.external_id}" if g else "?" for g in grants]
+    if len(ids) == 1:
+        return ids[0]
+    more = ", ..." if len(ids) > SHOWN else ""
+    return f"{len(ids)} grants ({', '.join(ids[:SHOWN])}{more})"
 
 
 def _nothing_changed(report: ImportReport) -> str:
@@ -570,15 +639,17 @@ def _print_outcomes(outcomes: list[ProvisionOutcome]) -> bool:
         table = Table(
             "grant", "name", "outcome", "what to do", title="Needs a person", title_justify="left"
         )
+        # Grants that need a person for the same reason (Pretix off...) share a row.
+        rows: dict[tuple[str, str], list[ProvisionOutcome]] = {}
         for outcome in problems:
-            grant = outcome.grant
             email_failed = outcome.email is not None and outcome.email.result is EmailResult.FAILED
-            table.add_row(
-                f"{grant.conference}/{grant.external_id}" if grant else "?",
-                grant.full_name if grant else "?",
-                outcome.result.value + (", email failed" if email_failed else ""),
-                outcome.email.detail if email_failed and outcome.email else outcome.message,
-            )
+            what = outcome.result.value + (", email failed" if email_failed else "")
+            todo = outcome.email.detail if email_failed and outcome.email else outcome.message
+            rows.setdefault((what, todo), []).append(outcome)
+        for (what, todo), group in rows.items():
+            grant = group[0].grant
+            name = (grant.full_name if grant else "?") if len(group) == 1 else ""
+            table.add_row(_some([o.grant for o in group]), name, what, todo)
         out.print(table)
     return bool(problems)
 
@@ -589,7 +660,7 @@ def _plan_line(plan: Planned) -> str:
     return f"{who}: {plan.branch.value}" + (f"; {plan.detail}" if plan.detail else "")
 
 
-def _print_plan(plan: ImportPlan) -> int:
+def _print_plan(plan: ImportPlan, held_grants: Sequence[str]) -> int:
     """The dry run of a grants import, in words; returns the exit status it stands for."""
     out.print("Dry run: nothing stored, nothing sent to Pretix, no email.")
     counts = ", ".join(f"{count} {action.value}" for action, count in sorted(plan.actions.items()))
@@ -611,16 +682,20 @@ def _print_plan(plan: ImportPlan) -> int:
         out.print(table)
     elif not plan.waiting_for_staff:
         out.print("No grant would be provisioned.")
-    for grant in plan.held:
-        out.print(
-            f"would be held for staff: {grant.full_name} (grant {grant.external_id}, "
-            f"{grant.conference}): confirmed without waiting_for_confirmation",
-            markup=False,
-        )
+    for grant in held_grants:
+        out.print(f"would be held for staff: {grant}", markup=False)
+    reasons: dict[str, list[Planned]] = {}
     for item in needs_person:
         if item not in held:
-            out.print(f"needs a person: {_plan_line(item)}", markup=False)
-    _print_errors(plan.errors)
+            reason = item.branch.value + (f"; {item.detail}" if item.detail else "")
+            reasons.setdefault(reason, []).append(item)
+    for reason, items in reasons.items():
+        if len(items) == 1:
+            out.print(f"needs a person: {_plan_line(items[0])}", markup=False)
+        else:
+            grants = _some([item.grant for item in items])
+            out.print(f"needs a person: {grants}: {reason}", markup=False)
+    _print_errors(plan.errors, dry_run=True)
     if plan.errors:
         return BAD_INPUT
     return NEEDS_PERSON if needs_person or plan.held or plan.notes else OK

@@ -325,3 +325,21 @@ def test_status_does_not_call_grants_of_a_conference_not_issuing_vouchers_missin
     assert "grants: 1 confirmed" in block
     assert "confirmed without a voucher" not in block
     assert "not issuing vouchers" in block
+
+
+def test_check_on_a_new_database_notes_that_the_first_start_creates_the_schema(
+    tmp_path: Path,
+) -> None:
+    # The README's set-up: a new database, then `check`, before the first start.
+    env = bare_env(tmp_path)
+    result = run_cli(env, "check", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if "database:" in line]
+    assert line.startswith("note")
+    assert "has no schema yet" in line and "at the first start" in line
+    assert "voucher-bot migrate" in line
+
+    strict = run_cli({**env, "AUTO_MIGRATE": "false"}, "check", cwd=tmp_path)
+    assert strict.returncode == 1
+    assert "FAIL database:" in strict.stdout and "voucher-bot migrate" in strict.stdout

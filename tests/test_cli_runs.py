@@ -268,3 +268,88 @@ def test_several_grants_are_one_unwrapped_line_naming_the_current_conference(
     assert result.returncode == 2
     [line] = [line for line in result.stderr.splitlines() if "several grants" in line]
     assert line.endswith(f"Say which conference, e.g. `{conference.code}`.")
+
+
+def test_grants_of_a_conference_that_does_not_issue_vouchers_need_no_person(
+    tmp_path: Path,
+    ctx: ServiceContext,
+    conference: ConferenceConfig,
+    bot_env: dict[str, str],
+    pretix_server: FakePretix,
+) -> None:
+    last_year = conference.model_copy(
+        update={"code": unique("past"), "name": "PyCon Italia 2025", "issue_vouchers": False}
+    )
+    config = write_file(tmp_path, "both.toml", conferences_toml(conference, last_year))
+    env = {**bot_env, "CONFERENCES_FILE": str(config)}
+    rows = [grant(last_year, f"Old Grantee {n}") for n in range(3)]
+    path = grants_csv(tmp_path, rows)
+
+    result = run_cli(env, "grants", "import", str(path))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Needs a person" not in result.stdout
+    assert pretix_server.all_vouchers() == []
+    provisioned = run_cli(env, "provision", rows[0]["id"], "-c", last_year.code)
+    assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
+    assert "does not issue vouchers" in provisioned.stdout
+
+
+def test_many_grants_with_the_same_reason_are_one_line_with_a_count(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    env = {k: v for k, v in bot_env.items() if k not in ("PRETIX_URL", "PRETIX_TOKEN")}
+    rows = [grant(conference, f"Grantee {n}") for n in range(7)]
+    path = grants_csv(tmp_path, rows)
+
+    dry = run_cli(env, "grants", "import", "--dry-run", str(path))
+
+    assert dry.returncode == 1, dry.stdout + dry.stderr
+    [line] = [line for line in dry.stdout.splitlines() if line.startswith("needs a person")]
+    assert "7 grants (" in line and "Pretix not configured" in line and ", ...)" in line
+
+    real = run_cli(env, "grants", "import", str(path))
+
+    assert real.returncode == 1, real.stdout + real.stderr
+    needs = real.stdout[real.stdout.index("Needs a person") :]
+    assert needs.count("pretix_disabled") == 1 and "7 grants" in needs
+    assert "Grantee" not in needs
+
+
+def test_an_import_without_a_conferences_file_says_so_once(tmp_path: Path) -> None:
+    from tests.test_cli import bare_env
+
+    rows = [
+        {**dict.fromkeys(HEADER, ""), "id": str(n), "conference": "pycon2026"} for n in range(9)
+    ]
+    for row in rows:
+        row.update(full_name="A Person", email=f"p{row['id']}@example.org", status="pending")
+        row["updated_at"] = "2026-05-02T10:00:00Z"
+    path = grants_csv(tmp_path, rows)
+
+    result = run_cli(bare_env(tmp_path), "grants", "import", "--dry-run", str(path), cwd=tmp_path)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "warning: no conferences file: conferences.toml does not exist" in result.stderr
+    assert "9 bad rows would be skipped:" in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "unknown conference" in line]
+    assert line.strip().startswith("lines 2, 3, 4, 5, 6 and 4 more (9 rows):"), line
+
+
+def test_a_held_grant_is_worded_the_same_in_the_dry_run_and_the_import(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    held = grant(conference, "Hal Held", previous_status="waiting_list")
+    path = grants_csv(tmp_path, [held])
+    wording = (
+        f"Hal Held (grant {held['id']}, {conference.code}) was confirmed from waiting_list, not "
+        "from waiting_for_confirmation; if that is right, run "
+        f"`.venv/bin/voucher-bot provision {held['id']} -c {conference.code}`"
+    )
+
+    dry = run_cli(bot_env, "grants", "import", "--dry-run", str(path))
+    real = run_cli(bot_env, "grants", "import", str(path))
+
+    assert f"would be held for staff: {wording}" in dry.stdout, dry.stdout
+    assert f"held for staff: {wording}" in real.stdout, real.stdout
+    assert real.returncode == 1

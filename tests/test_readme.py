@@ -183,3 +183,23 @@ def test_every_relative_link_points_into_the_repository(document: Path, target: 
     assert linked.exists(), f"{relative(document)}: {target} does not exist"
     if anchor and linked.suffix == ".md":
         assert anchor in anchors(linked), f"{relative(document)}: no heading #{anchor} in {target}"
+
+
+def test_documents_spell_commands_the_one_way_that_works() -> None:
+    # `python -m bot …` fails outside the virtual environment: `.venv/bin/voucher-bot …`.
+    wrong = re.compile(r"python -m bot \w")
+    found = [
+        f"{relative(document)}:{text.count(chr(10), 0, match.start()) + 1}"
+        for document in DOCUMENTS
+        for text in [document.read_text(encoding="utf-8")]
+        for match in wrong.finditer(text)
+    ]
+    assert found == []
+
+
+def test_a_command_line_broken_over_two_lines_is_still_checked() -> None:
+    # A code span cut by a line break escapes the --help check of every command line.
+    for document in DOCUMENTS:
+        text = CODE_BLOCK.sub("", document.read_text(encoding="utf-8"))
+        cut = re.findall(r"`\.venv/bin/voucher-bot [^`]*\n[^`]*`", text)
+        assert cut == [], (relative(document), cut)

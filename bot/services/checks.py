@@ -35,6 +35,7 @@ class CheckStatus(enum.StrEnum):
     OK = "ok"
     OFF = "off"  # not configured: the bot runs without it
     FAIL = "fail"  # configured, and it does not work
+    NOTE = "note"  # not done yet, and the bot does it on its own at the first start
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,16 @@ def _fail(name: str, detail: str) -> CheckResult:
     return CheckResult(name, CheckStatus.FAIL, detail)
 
 
-def check_database(db: Database) -> CheckResult:
-    """The database answers and its schema is at the newest migration."""
+def _note(name: str, detail: str) -> CheckResult:
+    return CheckResult(name, CheckStatus.NOTE, detail)
+
+
+def check_database(db: Database, *, auto_migrate: bool = False) -> CheckResult:
+    """The database answers and its schema is at the newest migration.
+
+    With `auto_migrate` (AUTO_MIGRATE=true) an empty or older schema is only a note: the
+    bot creates or upgrades it at the first start. Without it, the schema must be current.
+    """
     try:
         with db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -73,6 +82,13 @@ def check_database(db: Database) -> CheckResult:
         return _fail("database", describe_connection_error(exc, db.engine.url))
     head = migrations.head_revision()
     where = db.engine.url.render_as_string(hide_password=True)
+    if current != head and auto_migrate and _is_older(current):
+        schema = f"is at {current}" if current else "has no schema yet"
+        return _note(
+            "database",
+            f"{where} {schema}: the bot migrates it to {head} at the first start "
+            "(AUTO_MIGRATE=true), or run `.venv/bin/voucher-bot migrate` now",
+        )
     if current != head:
         return _fail(
             "database",
@@ -80,6 +96,11 @@ def check_database(db: Database) -> CheckResult:
             f"the code expects {head}: run `.venv/bin/voucher-bot migrate`",
         )
     return _ok("database", f"{where}, schema at {head}")
+
+
+def _is_older(revision: str | None) -> bool:
+    """Whether `revision` is none or one of the code's own (so an upgrade reaches head)."""
+    return revision is None or revision in migrations.known_revisions()
 
 
 def check_pretix(pretix: PretixClient | None, conferences: Conferences) -> list[CheckResult]:
