@@ -131,3 +131,8 @@ def configure_logging(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Start-up chatter: the bot's banner already says where it listens and its schema
+    # revision; Alembic's and uvicorn's own lines show only with LOG_LEVEL=DEBUG.
+    chatter = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in ("alembic", "uvicorn", "uvicorn.error"):
+        logging.getLogger(name).setLevel(chatter)

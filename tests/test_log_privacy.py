@@ -245,3 +245,15 @@ def test_a_readable_traceback_shows_no_local_variables() -> None:
     logs = stream.getvalue()
     assert "Pretix went away" in logs and "provisioning failed" in logs
     assert "K7QM2XH9TRB3WNAP" not in logs and "local@example.org" not in logs
+
+
+def test_start_up_chatter_of_alembic_and_uvicorn_stays_below_the_default_level() -> None:
+    stream = io.StringIO()
+    configure_logging(level="INFO", fmt="console", stream=stream)
+    logging.getLogger("alembic.runtime.migration").info("Context impl PostgresqlImpl.")
+    logging.getLogger("uvicorn.error").info("Waiting for application startup.")
+    logging.getLogger("uvicorn.error").warning("a real problem")
+
+    lines = stream.getvalue()
+    assert "Context impl" not in lines and "Waiting for application" not in lines
+    assert "a real problem" in lines

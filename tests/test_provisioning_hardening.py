@@ -804,3 +804,83 @@ def test_a_batch_whose_answer_was_lost_is_finished_one_by_one_without_duplicates
     assert {o.result for o in report.provisioned} == {ProvisionResult.ADOPTED}
     assert len(pretix_server.all_vouchers()) == 10
     assert len(smtp_server.wait_for(10)) == 10
+
+
+def test_a_revoke_during_a_batch_still_running_at_pretix_leaves_no_orphan(
+    make_ctx: Callable[..., ServiceContext],
+    make_pretix_client: Callable[..., PretixClient],
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+) -> None:
+    clock = [dt.datetime.now(dt.UTC)]
+    ctx = make_ctx(clock=lambda: clock[0], pretix=make_pretix_client(timeout=0.5, max_attempts=1))
+    payloads = [grant_payload() for _ in range(10)]
+    ids = []
+    for payload in payloads:
+        intake = ingest_grant(ctx, payload=payload, actor=TEST_ACTOR)
+        assert intake.grant is not None
+        ids.append(intake.grant.id)
+    # Pretix takes the batch, holds its key and works on it after the client gave up.
+    pretix_server.hang_next(2.0, path_contains="batch_create", while_processing=True)
+    assert {o.result for o in provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=1)} == {
+        ProvisionResult.RETRY_SCHEDULED
+    }
+    code = voucher_row(ctx.db, ids[0]).code
+    ingest_grant(ctx, payload=_later(grant_payload, payloads[0], 5, status="refused"),
+                 actor=TEST_ACTOR)  # fmt: skip
+    revoke_grant_voucher(ctx, grant_id=ids[0], actor=TEST_ACTOR)
+    time.sleep(2.5)  # the batch is done at Pretix now, the revoked code among its vouchers
+
+    clock[0] += dt.timedelta(minutes=2)
+    report = reconcile_once(ctx)
+
+    assert report.late_vouchers_deleted == 1
+    assert code not in {v["code"] for v in pretix_server.all_vouchers()}
+    assert voucher_row(ctx.db, ids[0]).state is VoucherState.REVOKED
+
+
+class _SlowMailer:
+    """A mailer behind a slow relay: each email takes `step` on the shared clock."""
+
+    def __init__(self, inner: Any, clock: list[dt.datetime], step: dt.timedelta, hook: Any):
+        self.inner, self.clock, self.step, self.hook, self.sent = inner, clock, step, hook, 0
+
+    def send(self, message: Any) -> None:
+        self.sent += 1
+        self.clock[0] += self.step
+        self.hook(self.sent)
+        self.inner.send(message)
+
+
+def test_a_batch_claims_each_email_right_before_it_is_sent(
+    make_ctx: Callable[..., ServiceContext],
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    smtp_mailer: Any,
+) -> None:
+    clock = [dt.datetime(2026, 5, 2, 12, 0, tzinfo=dt.UTC)]
+    ctx = make_ctx(clock=lambda: clock[0])
+    payloads = [grant_payload() for _ in range(12)]
+    ids = []
+    for payload in payloads:
+        intake = ingest_grant(ctx, payload=payload, actor=TEST_ACTOR)
+        assert intake.grant is not None
+        ids.append(intake.grant.id)
+    other_replica = make_ctx(clock=lambda: clock[0], pretix=None)
+
+    def meanwhile(sent: int) -> None:
+        if sent == 2:  # staff refuse the last grantee while the chunk's emails go out
+            refused = _later(grant_payload, payloads[-1], 5, status="refused")
+            ingest_grant(ctx, payload=refused, actor=TEST_ACTOR)
+        if sent == 11:  # 11 emails x 20 s: longer than a lease; another replica's pass
+            reconcile_once(other_replica)
+
+    slow = _SlowMailer(smtp_mailer, clock, dt.timedelta(seconds=20), meanwhile)
+    provision_many(make_ctx(clock=lambda: clock[0], mailer=slow), grant_ids=ids,
+                   actor=TEST_ACTOR, workers=1)  # fmt: skip
+
+    received = [m.rcpt_tos[0] for m in smtp_server.wait_for(11)]
+    time.sleep(0.3)
+    assert len(smtp_server.messages) == 11 and len(set(received)) == 11  # no email twice
+    assert payloads[-1].email not in received  # refused before its turn: no email

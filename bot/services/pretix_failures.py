@@ -63,11 +63,12 @@ def call_pretix(request: Callable[[], T]) -> T | PretixFailure:
     except PretixUnavailable as exc:
         return PretixFailure(FailureKind.UNAVAILABLE, True, f"Pretix is unavailable: {exc}")
     except PretixAuthError as exc:
+        detail = exc.body.get("detail") if isinstance(exc.body, dict) else None
         return PretixFailure(
             FailureKind.AUTH,
             False,
-            f"Pretix refused our token ({exc}); check PRETIX_TOKEN and the team's voucher "
-            "permissions, then retry",
+            f"Pretix refused our token ({detail or f'HTTP {exc.status_code}'}): check "
+            "PRETIX_TOKEN and the team's voucher permissions, then retry",
         )
     except PretixNotFound as exc:
         return PretixFailure(FailureKind.NOT_FOUND, False, f"not found in Pretix: {exc}")

@@ -212,11 +212,15 @@ def run_batch(ctx: ServiceContext, works: Sequence[Work]) -> list[Ran]:
         done[work.ticket.voucher_id] = Ran(_settle(ctx, work, VoucherState.FAILED, expired or ""))
     while pending:
         answer = call_pretix(partial(_send_batch, pretix, tuple(pending)))
-        if isinstance(answer, PretixBatchError) and answer.failed_rows():
+        if (
+            isinstance(answer, PretixBatchError)
+            and answer.failed_rows()
+            and len(answer.row_errors) == len(pending)
+        ):
             refused, taken = set(answer.failed_rows()), set(answer.code_taken_rows())
             for index in sorted(refused):
                 work = pending[index]
-                if index in taken:  # ours from an earlier attempt: the single way adopts it
+                if index in taken:  # the single way adopts it if its terms are ours
                     done[work.ticket.voucher_id] = _ran(_create(ctx, pretix, work))
                     continue
                 reason = "Pretix refused the voucher: " + "; ".join(answer.row_messages(index))
@@ -225,6 +229,11 @@ def run_batch(ctx: ServiceContext, works: Sequence[Work]) -> list[Ran]:
             continue
         if isinstance(answer, list):
             done |= _record_batch(ctx, pretix, pending, answer)
+        elif isinstance(answer, PretixFailure) and answer.kind is FailureKind.MISMATCH:
+            # Pretix answered about other vouchers (a replay?): settle each row the single
+            # way, with its own key; a voucher with its code is adopted only with our terms.
+            for work in pending:
+                done[work.ticket.voucher_id] = _ran(_create(ctx, pretix, work))
         else:
             failure = answer if isinstance(answer, PretixFailure) else _whole_refusal(answer)
             for work in pending:
@@ -257,27 +266,20 @@ def _whole_refusal(error: PretixBatchError) -> PretixFailure:
 def _record_batch(
     ctx: ServiceContext, pretix: PretixClient, works: Sequence[Work], created: Sequence[Voucher]
 ) -> dict[int, Ran]:
-    """Record a batch and claim its emails in one transaction and a few statements."""
-    now = ctx.clock()
+    """Record a batch in one transaction and a few statements.
+
+    The emails become due, and each is claimed only right before it is sent: a claim taken
+    for the whole chunk could run out (and be taken over) while the earlier ones are sent,
+    and would not see a grant refused meanwhile.
+    """
     with ctx.db.transaction() as session:
         won = voucher_row.record_many_created(
             session,
             [(w.ticket, v.id, v.code) for w, v in zip(works, created, strict=True)],
         )
-        claims = (
-            voucher_row.claim_emails(session, sorted(won), now=now, lease_until=now + ctx.lease)
-            if ctx.mailer is not None
-            else []
-        )
-    claim_of = {claim.voucher_id: claim for claim in claims}
     return {
         work.ticket.voucher_id: (
-            _made(
-                _Recorded(claim_of.get(work.ticket.voucher_id)),
-                work,
-                voucher,
-                ProvisionResult.CREATED,
-            )
+            _made(_Recorded(None), work, voucher, ProvisionResult.CREATED)
             if work.ticket.voucher_id in won
             else _ran(_lost_create(ctx, pretix, work, voucher))
         )

@@ -250,10 +250,22 @@ def _create_batch(ctx: ServiceContext, chunk: Sequence[Facts]) -> dict[int, Prov
     if not works:
         return {}
     by_grant = {found.grant.id: found for found in chunk}
-    return {
-        work.grant.id: _with_email(ctx, by_grant[work.grant.id], ran.outcome, ran.email)
-        for work, ran in zip(works, run_batch(ctx, works), strict=True)
-    }
+    outcomes: dict[int, ProvisionOutcome] = {}
+    for work, ran in zip(works, run_batch(ctx, works), strict=True):
+        try:
+            outcomes[work.grant.id] = _with_email(
+                ctx, by_grant[work.grant.id], ran.outcome, ran.email
+            )
+        except Exception as exc:
+            log.exception("voucher email failed unexpectedly", grant=work.grant.id)
+            outcomes[work.grant.id] = replace(
+                ran.outcome,
+                email=EmailOutcome(
+                    EmailResult.FAILED,
+                    f"unexpected error ({type(exc).__name__}); the reconciler sends it again",
+                ),
+            )
+    return outcomes
 
 
 def _already_mailed(facts: Facts, outcome: ProvisionOutcome) -> EmailOutcome | None:

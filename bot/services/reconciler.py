@@ -21,7 +21,7 @@ from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailOutcome, EmailResult, ProvisionOutcome, RevokeOutcome
 from bot.services.provisioning import provision_many
 from bot.services.provisioning_facts import load_facts
-from bot.services.revocation import revoke_grant_voucher
+from bot.services.revocation import revoke_grant_voucher, sweep_revoked_codes
 from bot.services.voucher_email import deliver_voucher_email
 from bot.storage import (
     Conference,
@@ -45,6 +45,7 @@ class ReconcileReport:
     provisioned: list[ProvisionOutcome] = field(default_factory=list)
     emails: list[EmailOutcome] = field(default_factory=list)
     revoked: list[RevokeOutcome] = field(default_factory=list)
+    late_vouchers_deleted: int = 0  # creates that landed after their row was revoked
 
     @property
     def idle(self) -> bool:
@@ -70,6 +71,7 @@ def reconcile_once(
             revoke_grant_voucher(ctx, grant_id=grant_id, actor=RECONCILER)
             for grant_id in _unfinished_revokes(ctx, limit)
         ]
+        report.late_vouchers_deleted = sweep_revoked_codes(ctx, limit=limit)
     for _ in range(max_batches):
         provisioned: list[ProvisionOutcome] = []
         if ctx.pretix is not None:

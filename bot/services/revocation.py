@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
+from sqlalchemy import select
+
 from bot.pretix import (
     EventRef,
+    KeyScope,
     PretixClient,
     PretixConflict,
     PretixError,
@@ -22,11 +26,14 @@ from bot.services.context import ServiceContext
 from bot.services.outcomes import GrantRef, RevokeOutcome, RevokeResult, Step
 from bot.services.queries import grant_ref, grant_with_conference, voucher_of
 from bot.storage import (
+    Conference,
     ConferenceVoucher,
     GrantStatus,
     VoucherState,
     VoucherType,
 )
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,10 +270,49 @@ def _finish(
     ctx: ServiceContext, work: _Revoking, result: RevokeResult, message: str, steps: list[Step]
 ) -> RevokeOutcome:
     with ctx.db.transaction() as session:
-        won = voucher_row.finish_revoke(session, work.ticket)
+        won = voucher_row.finish_revoke(
+            session, work.ticket, tombstone=work.pretix_voucher_id is None, now=ctx.clock()
+        )
     if not won:
         return _taken_over(work)
     return RevokeOutcome(result, message, work.grant, work.code, tuple(steps))
+
+
+def sweep_revoked_codes(ctx: ServiceContext, *, limit: int = 25) -> int:
+    """Look up again the revoked codes whose create was never recorded; delete what landed.
+
+    Returns how many late vouchers were deleted. A used one is left and logged for a person.
+    """
+    if ctx.pretix is None:
+        return 0
+    pretix, now = ctx.pretix, ctx.clock()
+    with ctx.db.transaction() as session:
+        rows = voucher_row.tombstones_due(session, now=now, limit=limit)
+        conferences = {c.id: c.code for c in session.scalars(select(Conference))}
+    deleted = 0
+    for row in rows:
+        config = ctx.conference(conferences.get(row.conference_id, ""))
+        code = row.superseded_code
+        if config is None or code is None:
+            continue
+        event = EventRef(config.pretix_organizer, config.pretix_event)
+        try:
+            found = pretix.find_voucher_by_code(event, code)
+            if found is not None and found.redeemed == 0:
+                scope = KeyScope(subject=f"sweep:v{row.id}", nonce=voucher_row.new_nonce())
+                pretix.delete_voucher(event, found.id, idempotency_key=scope)
+                deleted += 1
+                log.warning("deleted a voucher that landed after its revoke", voucher=row.id)
+            elif found is not None:
+                log.error("a revoked voucher landed late and was used", voucher=row.id)
+        except PretixNotFound:
+            pass
+        except PretixError:
+            log.warning("could not look up a revoked code; trying later", voucher=row.id)
+            continue
+        with ctx.db.transaction() as session:
+            voucher_row.tombstone_checked(session, row, now=ctx.clock())
+    return deleted
 
 
 def _taken_over(work: _Revoking) -> RevokeOutcome:

@@ -200,7 +200,8 @@ def reserve_many(
     A person who has a row already gets none (the caller sends that grant the single way).
     """
     values = []
-    for row in rows:
+    # One order for every replica, so two batches over the same people never deadlock.
+    for row in sorted(rows, key=lambda r: (r.conference_id, r.email_key)):
         values.append(
             {
                 "conference_id": row.conference_id,
@@ -541,12 +542,72 @@ def settle(session: Session, ticket: Ticket, *, state: VoucherState, reason: str
     )
 
 
-def finish_revoke(session: Session, ticket: Ticket) -> bool:
-    """The voucher is gone from Pretix."""
+# When a revoked code whose create was never recorded is looked up again: a request can
+# stay in flight at Pretix (a batch still running), never longer than its key lives (24 h).
+TOMBSTONE_CHECKS = (
+    dt.timedelta(minutes=1),
+    dt.timedelta(minutes=10),
+    dt.timedelta(hours=1),
+    dt.timedelta(hours=6),
+    dt.timedelta(hours=25),
+)
+
+
+def finish_revoke(session: Session, ticket: Ticket, *, tombstone: bool, now: dt.datetime) -> bool:
+    """The voucher is gone from Pretix.
+
+    With `tombstone` (its create was never recorded), the code is kept as `superseded_code`
+    and looked up again later (`TOMBSTONE_CHECKS`): a create still in flight could land.
+    """
+    values: dict[str, Any] = {
+        "state": VoucherState.REVOKED,
+        "last_error": None,
+        "lease_expires_at": None,
+    }
+    if tombstone:
+        values |= {
+            "superseded_code": ticket.code,
+            "attempts": 0,
+            "next_attempt_at": now + TOMBSTONE_CHECKS[0],
+        }
+    return _won(session, ticket.holds(), values)
+
+
+def tombstones_due(session: Session, *, now: dt.datetime, limit: int) -> list[ConferenceVoucher]:
+    """Revoked rows whose code is due to be looked up again, taken from the other replicas."""
+    rows = list(
+        session.scalars(
+            select(CV)
+            .where(
+                CV.state == VoucherState.REVOKED,
+                CV.superseded_code.is_not(None),
+                CV.next_attempt_at <= now,
+            )
+            .order_by(CV.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    _push(session, [row.id for row in rows], {"next_attempt_at": now + dt.timedelta(minutes=5)})
+    return rows
+
+
+def tombstone_checked(session: Session, row: ConferenceVoucher, *, now: dt.datetime) -> bool:
+    """One more look-up of a revoked code done; the last one forgets it."""
+    checks = row.attempts + 1
+    values: dict[str, Any] = (
+        {"attempts": checks, "next_attempt_at": now + TOMBSTONE_CHECKS[checks]}
+        if checks < len(TOMBSTONE_CHECKS)
+        else {"attempts": 0, "next_attempt_at": None, "superseded_code": None}
+    )
     return _won(
         session,
-        ticket.holds(),
-        {"state": VoucherState.REVOKED, "last_error": None, "lease_expires_at": None},
+        and_(
+            CV.id == row.id,
+            CV.state == VoucherState.REVOKED,
+            CV.superseded_code == row.superseded_code,
+        ),
+        values,
     )
 
 
@@ -706,15 +767,6 @@ def claim_email(
         due, values = email_due(now), {}
     claims = _claim(session, [voucher_id], due=due, lease_until=lease_until, values=values)
     return claims[0] if claims else None
-
-
-def claim_emails(
-    session: Session, voucher_ids: list[int], *, now: dt.datetime, lease_until: dt.datetime
-) -> list[EmailClaim]:
-    """Claim the due emails of many vouchers in two statements (a batch just recorded)."""
-    if not voucher_ids:
-        return []
-    return _claim(session, voucher_ids, due=email_due(now), lease_until=lease_until, values={})
 
 
 def _claim(
