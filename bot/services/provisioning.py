@@ -34,7 +34,12 @@ from bot.services.outcomes import (
 from bot.services.pretix_work import Ran, Work, create_request, run_batch, run_work
 from bot.services.provisioning_facts import Facts, load_facts, load_one
 from bot.services.provisioning_rules import Action, Decision, Verdict
-from bot.services.voucher_email import deliver_voucher_email, email_step, send_claimed_email
+from bot.services.voucher_email import (
+    deliver_voucher_email,
+    deliver_voucher_emails,
+    email_step,
+    send_claimed_email,
+)
 from bot.storage import ConferenceVoucher, Grant, VoucherState, VoucherType
 
 log = structlog.get_logger(__name__)
@@ -249,22 +254,26 @@ def _create_batch(ctx: ServiceContext, chunk: Sequence[Facts]) -> dict[int, Prov
     ]
     if not works:
         return {}
-    by_grant = {found.grant.id: found for found in chunk}
+    ran = run_batch(ctx, works)
+    emails = deliver_voucher_emails(
+        ctx,
+        [
+            r.outcome.voucher_id
+            for r in ran
+            if r.outcome.has_voucher and r.outcome.voucher_id and r.email is None
+        ],
+    )
     outcomes: dict[int, ProvisionOutcome] = {}
-    for work, ran in zip(works, run_batch(ctx, works), strict=True):
-        try:
-            outcomes[work.grant.id] = _with_email(
-                ctx, by_grant[work.grant.id], ran.outcome, ran.email
-            )
-        except Exception as exc:
-            log.exception("voucher email failed unexpectedly", grant=work.grant.id)
-            outcomes[work.grant.id] = replace(
-                ran.outcome,
-                email=EmailOutcome(
-                    EmailResult.FAILED,
-                    f"unexpected error ({type(exc).__name__}); the reconciler sends it again",
-                ),
-            )
+    for work, done in zip(works, ran, strict=True):
+        outcome = done.outcome
+        email = (
+            send_claimed_email(ctx, done.email)  # claimed when recorded (a row adopted alone)
+            if done.email is not None
+            else emails.get(outcome.voucher_id or 0)
+        )
+        if email is not None:
+            outcome = replace(outcome, email=email, steps=(*outcome.steps, email_step(email)))
+        outcomes[work.grant.id] = outcome
     return outcomes
 
 

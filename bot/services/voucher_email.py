@@ -9,6 +9,8 @@ re-sends a message with the same Message-ID, which mail systems collapse into on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import structlog
@@ -39,10 +41,7 @@ def deliver_voucher_email(
 ) -> EmailOutcome:
     """Send the voucher email if it is due (or, with `resend`, send it again on purpose)."""
     if ctx.mailer is None:
-        return EmailOutcome(
-            EmailResult.DISABLED,
-            "email is off (set SMTP_HOST and EMAIL_FROM); it goes out once email is configured",
-        )
+        return _EMAIL_OFF
     now = ctx.clock()
     with ctx.db.transaction() as session:
         claim = voucher_row.claim_email(
@@ -53,10 +52,79 @@ def deliver_voucher_email(
     return send_claimed_email(ctx, claim, resend=resend)
 
 
+def deliver_voucher_emails(
+    ctx: ServiceContext, voucher_ids: Sequence[int]
+) -> dict[int, EmailOutcome]:
+    """Send the due emails of many vouchers one after the other (a batch just recorded).
+
+    Each is claimed right before it is sent, so no claim waits for the others (its lease
+    could run out) and a grant refused meanwhile gets none; the record of one email and
+    the claim of the next share a transaction.
+    """
+    if ctx.mailer is None:
+        return dict.fromkeys(voucher_ids, _EMAIL_OFF)
+    outcomes: dict[int, EmailOutcome] = {}
+    sent: _Sent | None = None
+    for voucher_id in voucher_ids:
+        now = ctx.clock()
+        with ctx.db.transaction() as session:
+            if sent is not None:
+                voucher_row.record_email_sent(session, sent.claim, now=now)
+                sent = None
+            claim = voucher_row.claim_email(
+                session, voucher_id=voucher_id, now=now, lease_until=now + ctx.lease, resend=False
+            )
+            if claim is None:
+                outcomes[voucher_id] = _why_not(session, voucher_id, resend=False)
+                continue
+        try:
+            result = _send(ctx, claim, resend=False)
+        except Exception as exc:
+            log.exception("voucher email failed unexpectedly", voucher=voucher_id)
+            result = EmailOutcome(
+                EmailResult.FAILED,
+                f"unexpected error ({type(exc).__name__}); the reconciler sends it again",
+            )
+        if isinstance(result, _Sent):
+            sent, outcomes[voucher_id] = result, result.outcome
+        else:
+            outcomes[voucher_id] = result
+    if sent is not None:
+        with ctx.db.transaction() as session:
+            voucher_row.record_email_sent(session, sent.claim, now=ctx.clock())
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """An email the SMTP server accepted, not recorded yet."""
+
+    claim: voucher_row.EmailClaim
+    outcome: EmailOutcome
+
+
+_EMAIL_OFF = EmailOutcome(
+    EmailResult.DISABLED,
+    "email is off (set SMTP_HOST and EMAIL_FROM); it goes out once email is configured",
+)
+
+
 def send_claimed_email(
     ctx: ServiceContext, claim: voucher_row.EmailClaim, *, resend: bool = False
 ) -> EmailOutcome:
     """Send an email whose claim was won (here, or when its voucher was recorded)."""
+    result = _send(ctx, claim, resend=resend)
+    if not isinstance(result, _Sent):
+        return result
+    with ctx.db.transaction() as session:
+        voucher_row.record_email_sent(session, claim, now=ctx.clock())
+    return result.outcome
+
+
+def _send(
+    ctx: ServiceContext, claim: voucher_row.EmailClaim, *, resend: bool
+) -> EmailOutcome | _Sent:
+    """Send a claimed email; a failure releases the claim, a success is left to record."""
     assert ctx.mailer is not None  # a claim is taken only when email is configured
     config = ctx.conference(claim.conference_code)
     if config is None:
@@ -75,11 +143,12 @@ def send_claimed_email(
         ctx.mailer.send(message)
     except MailerError as exc:
         return _release(ctx, claim, exc)
-    with ctx.db.transaction() as session:
-        voucher_row.record_email_sent(session, claim, now=ctx.clock())
     log.info("voucher email sent", voucher=claim.voucher_id, message_id=message.message_id)
-    return EmailOutcome(
-        EmailResult.SENT, f"voucher email sent to {claim.to_address}", message.message_id
+    return _Sent(
+        claim,
+        EmailOutcome(
+            EmailResult.SENT, f"voucher email sent to {claim.to_address}", message.message_id
+        ),
     )
 
 
