@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -30,6 +31,7 @@ from bot.bootstrap import Bot, build_bot, startup_summary
 from bot.logs import configure_logging
 from bot.services.actors import Actor
 from bot.services.checks import (
+    CheckResult,
     CheckStatus,
     check_conferences,
     check_database,
@@ -39,16 +41,19 @@ from bot.services.checks import (
 )
 from bot.services.dry_run import (
     ISSUES,
+    Branch,
     ImportPlan,
     Planned,
     conferences_without_speaker_vouchers,
     plan_grant_import,
     plan_provisioning,
+    result_label,
 )
 from bot.services.imports import (
     ImportFileError,
     ImportReport,
     RowError,
+    held_grants,
     import_grants,
     import_vouchers,
     read_grants,
@@ -96,6 +101,10 @@ app.add_typer(vouchers_app, name="vouchers")
 # soft_wrap: a long sentence stays on one line (greppable), never cut at the terminal width.
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Off a terminal (a pipe, CI, a log) a table is not cut to 80 columns: each row stays one line.
+for _console in (out, err):
+    if not _console.is_terminal:
+        _console.width = 1000
 
 OK, NEEDS_PERSON, BAD_INPUT = 0, 1, 2
 # An import that would issue more vouchers than this asks first, on a terminal.
@@ -203,7 +212,10 @@ def _resolve(bot: Bot, text: str, conference: str | None) -> GrantRef:
         _known_conference(bot, conference)
     resolution = resolve_grant(bot.db, target, conference=conference, conferences=bot.conferences)
     if resolution.grant is None:
-        err.print(resolution.problem or "No grant found.", markup=False)
+        hint = (
+            f" Say which conference: add -c {resolution.suggested}." if resolution.several else ""
+        )
+        err.print(f"{resolution.problem or 'No grant found.'}{hint}", markup=False)
         raise typer.Exit(BAD_INPUT)
     return resolution.grant
 
@@ -315,7 +327,9 @@ def grants_import(
                     bot.services, path=file, actor=_actor(), provision=provision
                 )
                 previous = _previous_statuses(bot, file)
-                held = [_held_line(grant, previous) for grant in plan.held]
+                held = [
+                    _held_line(grant, _file_hold_reason(grant, previous)) for grant in plan.held
+                ]
                 raise typer.Exit(_print_plan(plan, held))
             if provision and not yes and _is_terminal():
                 _confirm_import(bot, file)
@@ -331,15 +345,16 @@ def grants_import(
                     on_row=stages.advance,
                     on_stage=stages.stage,
                 )
-            previous = _previous_statuses(bot, file)
         except ImportFileError as exc:
             err.print(str(exc), markup=False)
             raise typer.Exit(BAD_INPUT) from None
-    _print_import(report, noun="grants", held=[_held_line(g, previous) for g in report.held])
-    needs_person = _print_outcomes(report.provisioned)
+    _print_import(report, noun="grants")
+    held_todo = [(g, _held_todo(g, report.hold_reasons.get(g.id, ""))) for g in report.held]
+    needs_person = _print_outcomes(report.provisioned, held=held_todo)
+    _print_still_held(report.still_held)
     if report.errors:
         raise typer.Exit(BAD_INPUT)
-    if needs_person or report.held or report.notes:
+    if needs_person or report.still_held or report.notes:
         raise typer.Exit(NEEDS_PERSON)
 
 
@@ -384,7 +399,9 @@ def _confirm_import(bot: Bot, file: Path) -> None:
         return
     branches = plan.branches
     shown = ", ".join(
-        f"{count} {branch.value}" for branch, count in branches.most_common() if branch in ISSUES
+        f"{count} {_ISSUE_WORDS[branch][count != 1]}"
+        for branch, count in branches.most_common()
+        if branch in ISSUES
     )
     question = (
         f"This import would issue {plan.issues} vouchers in Pretix ({shown}) and email each "
@@ -392,7 +409,16 @@ def _confirm_import(bot: Bot, file: Path) -> None:
     )
     if not typer.confirm(question, default=False, err=True):
         err.print("Nothing imported.")
-        raise typer.Exit(NEEDS_PERSON)
+        raise typer.Exit(OK)  # nothing done, as asked
+
+
+# The prompt's counts: one of each, or several.
+_ISSUE_WORDS = {
+    Branch.NEW: ("new voucher", "new vouchers"),
+    Branch.UPGRADE: ("co-speaker upgrade", "co-speaker upgrades"),
+    Branch.FINISH: ("half-done voucher to finish", "half-done vouchers to finish"),
+    Branch.RETRY: ("failed voucher to retry", "failed vouchers to retry"),
+}
 
 
 @vouchers_app.command("import")
@@ -430,6 +456,12 @@ def provision(
         grant = _resolve(bot, target, conference)
         if dry_run:
             [plan] = plan_provisioning(bot.services, [grant.id], release_hold=True)
+            held = dict(held_grants(bot.services, {(grant.conference, grant.external_id)}))
+            reason = next(iter(held.values()), None)
+            if reason is not None:
+                # As the import words it; provisioning by hand releases the hold.
+                out.print(f"held for staff: {_held_line(grant, reason)}", markup=False)
+                plan = replace(plan, detail=plan.detail.replace(f"the hold ({reason})", "the hold"))
             out.print(f"Dry run, nothing done: {_plan_line(plan)}", markup=False)
             raise typer.Exit(NEEDS_PERSON if plan.needs_person else OK)
         outcome = provision_grant_voucher(
@@ -458,6 +490,8 @@ def revoke(target: Target, conference: ConferenceOption = None) -> None:
         grant = _resolve(bot, target, conference)
         outcome = revoke_grant_voucher(bot.services, grant_id=grant.id, actor=_actor())
     out.print(outcome.message, markup=False)
+    if outcome.result is RevokeResult.NOT_REFUSED:
+        raise typer.Exit(BAD_INPUT)  # a grant still confirmed: nothing to revoke
     if outcome.result not in REVOKE_DONE:
         raise typer.Exit(NEEDS_PERSON)
 
@@ -486,6 +520,7 @@ def check() -> None:
     with _bot(migrate=False, sync=False) as bot:
         results = [
             check_database(bot.db, auto_migrate=bot.settings.auto_migrate),
+            *_check_conferences_file(bot),
             *check_conferences(bot.conferences, now=utcnow()),
             *check_pretix(bot.pretix, bot.conferences),
             check_smtp(bot.mailer),
@@ -501,6 +536,15 @@ def check() -> None:
     # Off is a choice (the start banner says so too); only a configured part can fail.
     if any(result.failed for result in results):
         raise typer.Exit(NEEDS_PERSON)
+
+
+def _check_conferences_file(bot: Bot) -> list[CheckResult]:
+    """A line when there is no conferences file: otherwise no conference line would show."""
+    if (missing := _no_conferences_file(bot)) is None:
+        return []
+    return [
+        CheckResult("conferences", CheckStatus.OFF, missing.removeprefix("no conferences file: "))
+    ]
 
 
 _CHECK_MARKS = {
@@ -551,26 +595,53 @@ def _previous_statuses(bot: Bot, file: Path) -> dict[tuple[str, str], str]:
     }
 
 
-def _held_line(grant: GrantRef, previous: dict[tuple[str, str], str]) -> str:
-    """One wording for a held grant everywhere: the real previous status, the full command."""
-    came_from = previous.get((grant.conference, grant.external_id), "no earlier status")
-    return (
-        f"{grant.full_name} (grant {grant.external_id}, {grant.conference}) was confirmed "
-        f"from {came_from}, not from waiting_for_confirmation; if that is right, run "
-        f"`.venv/bin/voucher-bot provision {grant.external_id} -c {grant.conference}`"
+def _file_hold_reason(grant: GrantRef, previous: dict[tuple[str, str], str]) -> str:
+    """Why a grant would be held, from the previous status the file gives (as intake says)."""
+    came_from = previous.get((grant.conference, grant.external_id), "an unknown status")
+    return f"confirmed from {came_from}, not from waiting_for_confirmation"
+
+
+def _provision_command(grant: GrantRef) -> str:
+    return f"`.venv/bin/voucher-bot provision {grant.external_id} -c {grant.conference}`"
+
+
+def _held_todo(grant: GrantRef, reason: str) -> str:
+    """What to do about a held grant: why it is held (the previous status), the full command."""
+    why = reason or "held for staff"
+    return f"{why}; if that is right, run {_provision_command(grant)}"
+
+
+def _held_line(grant: GrantRef, reason: str) -> str:
+    """One wording for a held grant everywhere: who, the real previous status, the command."""
+    who = f"{grant.full_name} (grant {grant.external_id}, {grant.conference})"
+    return f"{who} was {_held_todo(grant, reason)}"
+
+
+def _print_still_held(grants: Sequence[GrantRef]) -> None:
+    """Grants of the file this import left held, as they were: one line, with the command."""
+    if not grants:
+        return
+    if len(grants) == 1:
+        command = _provision_command(grants[0])
+    else:
+        command = "`.venv/bin/voucher-bot provision ID -c CONF` for each"
+    verb = "is" if len(grants) == 1 else "are"
+    out.print(
+        f"still held for staff: {_some(grants)} {verb} still held; if that is right, run "
+        f"{command}.",
+        markup=False,
     )
 
 
-def _print_import(report: ImportReport, *, noun: str, held: Sequence[str] = ()) -> None:
+def _print_import(report: ImportReport, *, noun: str) -> None:
     counts = ", ".join(
         f"{count} {action.value}" for action, count in sorted(report.actions.items())
     )
+    bad = f"; {len(report.errors)} bad" if report.errors else ""
     out.print(
-        f"Read {report.rows} {noun}: {counts or 'none stored'}{_nothing_changed(report)}.",
+        f"Read {report.rows} {noun}: {counts or 'none stored'}{bad}{_nothing_changed(report)}.",
         markup=False,
     )
-    for line in held:
-        out.print(f"held for staff: {line}", markup=False)
     for note in report.notes:
         out.print(f"note: {note}", markup=False)
     _print_errors(report.errors)
@@ -620,38 +691,43 @@ def _needs_person(outcome: ProvisionOutcome) -> bool:
     return outcome.result not in SUCCESS or outcome.needs_attention
 
 
-def _print_outcomes(outcomes: list[ProvisionOutcome]) -> bool:
+def _print_outcomes(
+    outcomes: list[ProvisionOutcome], *, held: Sequence[tuple[GrantRef, str]] = ()
+) -> bool:
     """One summary: totals by outcome, then only the grants a person must look at.
 
-    Returns whether any grant needs a person.
+    `held` are grants held for staff (with what to do), listed with the others a person must
+    look at. Returns whether any grant needs a person.
     """
-    if not outcomes:
-        return False
-    totals = Table("outcome", "grants", title="Provisioning", title_justify="left")
-    for result, count in Counter(o.result.value for o in outcomes).most_common():
-        totals.add_row(result, str(count))
-    emails = Counter(o.email.result.value for o in outcomes if o.email is not None)
-    for result, count in emails.most_common():
-        totals.add_row(f"email {result}", str(count))
-    out.print(totals)
+    if outcomes:
+        totals = Table("outcome", "grants", title="Provisioning", title_justify="left")
+        for result, count in Counter(result_label(o.result) for o in outcomes).most_common():
+            totals.add_row(result, str(count))
+        emails = Counter(o.email.result.value for o in outcomes if o.email is not None)
+        for result, count in emails.most_common():
+            totals.add_row(f"email {result}", str(count))
+        out.print(totals)
     problems = [o for o in outcomes if _needs_person(o)]
-    if problems:
-        table = Table(
-            "grant", "name", "outcome", "what to do", title="Needs a person", title_justify="left"
-        )
-        # Grants that need a person for the same reason (Pretix off...) share a row.
-        rows: dict[tuple[str, str], list[ProvisionOutcome]] = {}
-        for outcome in problems:
-            email_failed = outcome.email is not None and outcome.email.result is EmailResult.FAILED
-            what = outcome.result.value + (", email failed" if email_failed else "")
-            todo = outcome.email.detail if email_failed and outcome.email else outcome.message
-            rows.setdefault((what, todo), []).append(outcome)
-        for (what, todo), group in rows.items():
-            grant = group[0].grant
-            name = (grant.full_name if grant else "?") if len(group) == 1 else ""
-            table.add_row(_some([o.grant for o in group]), name, what, todo)
-        out.print(table)
-    return bool(problems)
+    if not problems and not held:
+        return False
+    table = Table(
+        "grant", "name", "outcome", "what to do", title="Needs a person", title_justify="left"
+    )
+    for held_grant, todo in held:
+        table.add_row(_some([held_grant]), held_grant.full_name, Branch.HELD.value, todo)
+    # Grants that need a person for the same reason (Pretix off...) share a row.
+    rows: dict[tuple[str, str], list[ProvisionOutcome]] = {}
+    for outcome in problems:
+        email_failed = outcome.email is not None and outcome.email.result is EmailResult.FAILED
+        what = result_label(outcome.result) + (", email failed" if email_failed else "")
+        todo = outcome.email.detail if email_failed and outcome.email else outcome.message
+        rows.setdefault((what, todo), []).append(outcome)
+    for (what, todo), group in rows.items():
+        grant = group[0].grant
+        name = (grant.full_name if grant else "?") if len(group) == 1 else ""
+        table.add_row(_some([o.grant for o in group]), name, what, todo)
+    out.print(table)
+    return True
 
 
 def _plan_line(plan: Planned) -> str:
@@ -702,8 +778,12 @@ def _print_plan(plan: ImportPlan, held_grants: Sequence[str]) -> int:
 
 
 def _print_outcome(outcome: ProvisionOutcome) -> None:
-    out.print(outcome.message, markup=False)
+    """The outcome's sentence, marked when a person must act; then the steps it took."""
+    needs = "needs a person: " if _needs_person(outcome) else ""
+    out.print(f"{needs}{outcome.message}", markup=False)
     for step in outcome.steps:
+        if step.detail == outcome.message:
+            continue  # a decision: its words are the line above, said once
         mark = "ok " if step.ok else "!! "
         out.print(f"  {mark}{step.name}: {step.detail}", markup=False)
 
@@ -745,14 +825,22 @@ def _print_status(report: GrantStatusReport) -> None:
 def _print_summaries(bot: Bot) -> None:
     summaries = conference_summaries(bot.db, bot.conferences)
     if not summaries:
-        out.print("No conferences yet.")
+        missing = _no_conferences_file(bot)
+        where = bot.settings.conferences_file
+        hint = (
+            f" Create {where} (copy conferences.example.toml), then run this again."
+            if missing is not None
+            else f" Add one to {where} (see conferences.example.toml)."
+        )
+        out.print(f"No conferences yet.{hint}", markup=False)
     for summary in summaries:
         out.print(f"{summary.name} ({summary.code})", markup=False)
         grants = ", ".join(f"{n} {s}" for s, n in sorted(summary.grants_by_status.items()))
         out.print(f"  grants: {grants or 'none'}", markup=False)
         vouchers = ", ".join(f"{n} {s}" for s, n in sorted(summary.vouchers_by_state.items()))
         kinds = ", ".join(f"{n} {s}" for s, n in sorted(summary.vouchers_by_type.items()))
-        out.print(f"  vouchers: {vouchers or 'none'} ({kinds or '-'})", markup=False)
+        by_kind = f" ({kinds})" if kinds else ""
+        out.print(f"  vouchers: {vouchers or 'none'}{by_kind}", markup=False)
         emails = ", ".join(f"{n} {s}" for s, n in sorted(summary.emails_by_state.items()))
         out.print(f"  emails: {emails or 'none'}", markup=False)
         if not summary.issues_vouchers:
@@ -794,6 +882,7 @@ def email_preview(
         grant = _resolve(bot, target, conference)
         preview = preview_voucher_email(bot.services, grant_id=grant.id)
         reply_to = bot.mailer.reply_to if bot.mailer else bot.settings.email_reply_to
+        not_sent = _why_no_email_now(bot, grant)
     if isinstance(preview, PreviewRefused):
         err.print(preview.reason, markup=False)
         raise typer.Exit(1)
@@ -818,9 +907,22 @@ def email_preview(
         out.print(
             f"Template {name}: {origin or 'bundled (bot/templates)'}", markup=False, soft_wrap=True
         )
+    if not_sent is not None:
+        out.print(f"No such email would be sent now: {not_sent}.", markup=False)
     if not preview.code_issued:
         out.print("No voucher yet: the code shown is a placeholder.", markup=False)
     out.print("")
     out.print(preview.email.text, markup=False, soft_wrap=True, end="")
     out.print("")
     out.print(f"HTML written to {html_out}", markup=False, soft_wrap=True)
+
+
+def _why_no_email_now(bot: Bot, grant: GrantRef) -> str | None:
+    """Why this grantee would get no voucher email now (not confirmed, not issuing), or None."""
+    config = bot.conferences.get(grant.conference)
+    if config is not None and not config.issue_vouchers:
+        return f"{config.name} does not issue vouchers (issue_vouchers = false)"
+    report = grant_status(bot.db, grant_id=grant.id, history=0)
+    if report is not None and report.status is not GrantStatus.CONFIRMED:
+        return f"the grant is {report.status.value}, not confirmed"
+    return None

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
+from rich.table import Table
 from rich.text import Text
 
 from tests.fakes.smtp_server import ReceivedMessage
@@ -60,7 +61,8 @@ def message_lines(message: Mapping[str, Any]) -> list[str]:
         if kind == "section":
             lines.extend(slack_text(field["text"]) for field in block.get("fields", []))
         elif kind == "context":
-            lines.append(" ".join(slack_text(e.get("text", "")) for e in block["elements"]))
+            # Slack sets a context block's elements apart with a dot.
+            lines.append(" · ".join(slack_text(e.get("text", "")) for e in block["elements"]))
         elif kind == "actions":
             buttons = [e["text"]["text"] for e in block["elements"] if e.get("type") == "button"]
             lines.append("  ".join(f"[ {label} ]" for label in buttons))
@@ -81,15 +83,22 @@ def channel_view(
         if replies:
             noun = "reply" if len(replies) == 1 else "replies"
             body.append(Text(f"\n🧵 {len(replies)} {noun} in the thread", style="dim"))
-        for reply in replies:
-            shown = "\n".join(message_lines(reply)).replace("\n", "\n   ")
-            body.append(Text(f" ↳ {shown}"))
+        body.extend(_reply(reply) for reply in replies)
         edited = edits.get(str(parent["ts"]), 0)
         subtitle = f"edited {edited}x: shows the latest state" if edited else None
         panels.append(
             Panel(Group(*body), title="voucher-bot", title_align="left", subtitle=subtitle)
         )
     return panels
+
+
+def _reply(message: Mapping[str, Any]) -> RenderableType:
+    """A thread reply after its arrow: every line under the first, wrapped ones too, indented."""
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    grid.add_row(" ↳ ", Text("\n".join(message_lines(message))))
+    return grid
 
 
 def interaction_view(interaction: Interaction) -> RenderableType:

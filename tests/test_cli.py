@@ -188,8 +188,8 @@ def test_grants_import_of_a_hostile_file_reports_lines_and_a_second_run_changes_
     assert "Traceback" not in first.stderr + again.stderr
     assert first.returncode == 2
     assert "line 3: a cell is longer than" in first.stderr
-    assert "Read 3 grants: 2 created." in first.stdout
-    assert "Read 3 grants: 2 unchanged; nothing changed." in again.stdout
+    assert "Read 3 grants: 2 created; 1 bad." in first.stdout
+    assert "Read 3 grants: 2 unchanged; 1 bad; nothing changed." in again.stdout
 
 
 def test_grants_import_of_a_file_that_is_not_utf8_says_so(
@@ -343,3 +343,101 @@ def test_check_on_a_new_database_notes_that_the_first_start_creates_the_schema(
     strict = run_cli({**env, "AUTO_MIGRATE": "false"}, "check", cwd=tmp_path)
     assert strict.returncode == 1
     assert "FAIL database:" in strict.stdout and "voucher-bot migrate" in strict.stdout
+
+
+def test_revoke_of_a_grant_still_confirmed_is_bad_input(
+    ctx: ServiceContext, make_grant: Callable[..., int], bot_env: dict[str, str]
+) -> None:
+    ident = grant_external_id(ctx.db, make_grant())
+    assert run_cli(bot_env, "provision", ident).returncode == 0
+
+    result = run_cli(bot_env, "revoke", ident)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+
+
+def test_provision_with_pretix_off_marks_the_grant_as_needing_a_person(
+    ctx: ServiceContext, make_grant: Callable[..., int], bot_env: dict[str, str]
+) -> None:
+    env = {k: v for k, v in bot_env.items() if k not in ("PRETIX_URL", "PRETIX_TOKEN")}
+    ident = grant_external_id(ctx.db, make_grant())
+
+    result = run_cli(env, "provision", ident)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("needs a person: "), result.stdout
+    assert not any(line.lstrip().startswith("ok ") for line in lines), result.stdout
+
+
+def test_provision_of_a_grant_with_a_voucher_says_so_once(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    bot_env: dict[str, str],
+    pretix_server: FakePretix,
+) -> None:
+    ident = grant_external_id(ctx.db, make_grant())
+    assert run_cli(bot_env, "provision", ident).returncode == 0
+
+    again = run_cli(bot_env, "provision", ident)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("already has a grant voucher") == 1, again.stdout
+
+
+def test_status_of_a_conference_without_vouchers_says_none(
+    make_grant: Callable[..., int], bot_env: dict[str, str]
+) -> None:
+    make_grant(status="pending", previous_status="")
+    result = run_cli(bot_env, "status")
+    assert result.returncode == 0, result.stderr
+    assert "  vouchers: none\n" in result.stdout, result.stdout
+    assert "(-)" not in result.stdout
+
+
+def test_without_a_conferences_file_status_and_check_say_to_create_it(tmp_path: Path) -> None:
+    env = bare_env(tmp_path)
+    status = run_cli(env, "status", cwd=tmp_path)
+    check = run_cli(env, "check", cwd=tmp_path)
+
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "No conferences yet." in status.stdout
+    assert "Create conferences.toml (copy conferences.example.toml)" in status.stdout
+    [line] = [line for line in check.stdout.splitlines() if "conferences:" in line]
+    assert "conferences.toml does not exist" in line and "conferences.example.toml" in line
+
+
+def test_email_preview_says_when_no_such_email_would_be_sent_now(
+    tmp_path: Path,
+    ctx: ServiceContext,
+    conference: ConferenceConfig,
+    make_grant: Callable[..., int],
+    bot_env: dict[str, str],
+) -> None:
+    pending = grant_external_id(ctx.db, make_grant(status="pending", previous_status=""))
+    confirmed = grant_external_id(ctx.db, make_grant())
+
+    not_yet = run_cli(bot_env, "email", "preview", pending, "--html-out", str(tmp_path / "a.html"))
+    due = run_cli(bot_env, "email", "preview", confirmed, "--html-out", str(tmp_path / "b.html"))
+    past = write_file(
+        tmp_path,
+        "past.toml",
+        conferences_toml(conference.model_copy(update={"issue_vouchers": False})),
+    )
+    off = run_cli(
+        {**bot_env, "CONFERENCES_FILE": str(past)},
+        "email",
+        "preview",
+        confirmed,
+        "--html-out",
+        str(tmp_path / "c.html"),
+    )
+
+    for result in (not_yet, due, off):
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Subject:" in result.stdout  # the preview is still shown
+    assert "No such email would be sent now: the grant is pending" in not_yet.stdout
+    assert "No such email would be sent now" not in due.stdout
+    assert (
+        "No such email would be sent now:" in off.stdout and "issue_vouchers = false" in off.stdout
+    )

@@ -109,6 +109,7 @@ def test_grants_import_dry_run_says_what_would_happen_by_branch_and_does_nothing
 
 def test_provision_dry_run_says_what_would_happen_and_does_nothing(
     ctx: ServiceContext,
+    conference: ConferenceConfig,
     make_grant: Callable[..., int],
     bot_env: dict[str, str],
     pretix_server: FakePretix,
@@ -124,7 +125,14 @@ def test_provision_dry_run_says_what_would_happen_and_does_nothing(
     assert "Dry run, nothing done:" in result.stdout and ": new voucher" in result.stdout
     # By hand a hold is released: the dry run says so, and what would follow.
     assert held_result.returncode == 0, held_result.stdout + held_result.stderr
-    assert "new voucher; releases the hold (confirmed from waiting_list" in held_result.stdout
+    # Worded as the import words a held grant: the previous status and the full command.
+    wording = (
+        f"held for staff: Jane Doe (grant {held}, {conference.code}) was confirmed from "
+        "waiting_list, not from waiting_for_confirmation; if that is right, run "
+        f"`.venv/bin/voucher-bot provision {held} -c {conference.code}`"
+    )
+    assert wording in held_result.stdout, held_result.stdout
+    assert "new voucher; releases the hold\n" in held_result.stdout, held_result.stdout
     assert pretix_server.all_vouchers() == []
     assert smtp_server.messages == []
     again = run_cli(bot_env, "provision", ident)
@@ -148,7 +156,8 @@ def test_an_import_without_a_terminal_goes_ahead_and_ends_with_one_summary(
     assert len(pretix_server.all_vouchers()) == 6  # no question asked without a terminal
     assert "Provisioning" in result.stdout
     assert [line for line in result.stdout.splitlines() if "Grantee" in line] == []
-    assert "held for staff: Hal Held" in result.stdout
+    needs = result.stdout[result.stdout.index("Needs a person") :]
+    assert "Hal Held" in needs and "held" in needs
     # Log lines stay at warning level on the terminal unless -v.
     assert '"level": "info"' not in result.stderr
 
@@ -185,9 +194,11 @@ def test_on_a_terminal_an_import_of_more_than_5_vouchers_asks_first(
 
     result = CliRunner().invoke(cli.app, ["grants", "import", str(path)], input=answer)
 
-    assert "would issue 6 vouchers in Pretix (6 new voucher)" in result.output
+    assert "would issue 6 vouchers in Pretix (6 new vouchers)" in result.output
     assert len(pretix_server.all_vouchers()) == created
-    assert result.exit_code == (1 if created == 0 else 0), result.output
+    # Declining does nothing, as asked: not a failure.
+    assert result.exit_code == 0, result.output
+    assert ("Nothing imported." in result.output) == (created == 0)
 
 
 def test_on_a_terminal_yes_and_small_imports_do_not_ask(
@@ -267,7 +278,8 @@ def test_several_grants_are_one_unwrapped_line_naming_the_current_conference(
 
     assert result.returncode == 2
     [line] = [line for line in result.stderr.splitlines() if "several grants" in line]
-    assert line.endswith(f"Say which conference, e.g. `{conference.code}`.")
+    # The command line's words: the option to add, not Slack's advice.
+    assert line.endswith(f"Say which conference: add -c {conference.code}."), line
 
 
 def test_grants_of_a_conference_that_does_not_issue_vouchers_need_no_person(
@@ -312,7 +324,8 @@ def test_many_grants_with_the_same_reason_are_one_line_with_a_count(
 
     assert real.returncode == 1, real.stdout + real.stderr
     needs = real.stdout[real.stdout.index("Needs a person") :]
-    assert needs.count("pretix_disabled") == 1 and "7 grants" in needs
+    assert needs.count("Pretix not configured") == 1 and "7 grants" in needs
+    assert "pretix_disabled" not in real.stdout
     assert "Grantee" not in needs
 
 
@@ -351,5 +364,40 @@ def test_a_held_grant_is_worded_the_same_in_the_dry_run_and_the_import(
     real = run_cli(bot_env, "grants", "import", str(path))
 
     assert f"would be held for staff: {wording}" in dry.stdout, dry.stdout
-    assert f"held for staff: {wording}" in real.stdout, real.stdout
+    # The import lists it in the "Needs a person" table, not above the summary.
+    summary, needs = real.stdout.split("Needs a person", 1)
+    assert "Hal Held" not in summary, real.stdout
+    [row] = [line for line in needs.splitlines() if "Hal Held" in line]
+    assert f"{conference.code}/{held['id']}" in row and " held " in row, row
+    assert wording.split(" was ", 1)[1] in row, row
     assert real.returncode == 1
+
+
+def test_a_second_import_that_changes_nothing_still_says_how_many_grants_are_held(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    rows = [grant(conference, f"Hal Held {n}", previous_status="waiting_list") for n in range(3)]
+    path = grants_csv(tmp_path, rows)
+    first = run_cli(bot_env, "grants", "import", str(path))
+    assert first.returncode == 1, first.stdout + first.stderr
+
+    again = run_cli(bot_env, "grants", "import", str(path))
+
+    assert "3 unchanged; nothing changed." in again.stdout, again.stdout
+    [line] = [line for line in again.stdout.splitlines() if "still held" in line]
+    assert "3 grants (" in line and "`.venv/bin/voucher-bot provision ID -c CONF`" in line, line
+    assert again.returncode == 1  # held grants need a person
+
+
+def test_the_real_import_says_what_happened_in_the_dry_runs_words(
+    tmp_path: Path, conference: ConferenceConfig, bot_env: dict[str, str]
+) -> None:
+    rows = [grant(conference, "Nora New"), grant(conference, "Ida Noid", id="")]
+    path = grants_csv(tmp_path, rows)
+
+    result = run_cli(bot_env, "grants", "import", str(path))
+
+    assert result.returncode == 2, result.stdout + result.stderr  # the bad row
+    assert "Read 2 grants: 1 created; 1 bad." in result.stdout, result.stdout
+    provisioning = result.stdout[result.stdout.index("Provisioning") :]
+    assert "new voucher" in provisioning and "created" not in provisioning, provisioning

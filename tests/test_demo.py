@@ -60,3 +60,25 @@ def test_the_demo_runs_alone_and_prints_the_conversation_and_the_emails(tmp_path
     assert "Joana" not in emails
     assert "Reply-To: Financial aid team <financial-aid@pycon.example.org>" in emails
     assert "Demo finished" in out
+
+
+def test_the_transcript_sets_context_elements_apart_and_indents_wrapped_replies() -> None:
+    from rich.console import Console
+
+    from demo.transcript import channel_view, message_lines
+
+    context = {"blocks": [{"type": "context", "elements": [{"text": "a"}, {"text": "b"}]}]}
+    assert message_lines(context) == ["a · b"]
+
+    long = "word " * 40
+    messages = [
+        {"ts": "1", "text": "parent"},
+        {"ts": "2", "thread_ts": "1", "text": long.strip()},
+    ]
+    console = Console(width=60, record=True, color_system=None)
+    for panel in channel_view(messages, []):
+        console.print(panel)
+    raw = console.export_text().splitlines()
+    start = next(i for i, line in enumerate(raw) if "↳" in line)
+    continuation = raw[start + 1]
+    assert continuation.index("word") == raw[start].index("word"), "\n".join(raw)

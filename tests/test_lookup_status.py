@@ -16,6 +16,7 @@ from bot.services.lookup import Target, TargetKind, parse_target, resolve_grant
 from bot.services.notifications import GrantPayload
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.status import ConferenceSummary, conference_summaries, grant_status
+from bot.slack.blocks import unresolved_text
 from bot.storage import Database, EmailState, GrantStatus, VoucherState, VoucherType
 from tests.conftest import TEST_ACTOR, unique
 from tests.helpers import record_voucher
@@ -121,7 +122,9 @@ def test_one_person_with_grants_at_two_conferences_must_say_which(
     assert both.problem is not None
     assert f"{conference.code} (grant {this_id})" in both.problem
     assert f"{last_year.code} (grant {old_id})" in both.problem
-    assert "Say which conference" in both.problem
+    # The service says which grants; each edge says how to pick one (Slack: a code).
+    assert both.suggested is not None
+    assert "Say which conference" in unresolved_text(both)
     assert picked.problem is None
     assert picked.grant is not None and picked.grant.id == old_grant
     assert picked.grant.conference == last_year.code
@@ -305,4 +308,5 @@ def test_several_grants_suggest_the_current_conference_first(
 
     assert resolution.grant is None and resolution.problem is not None
     assert [g.conference for g in resolution.candidates] == [current.code, last_year.code]
-    assert resolution.problem.endswith(f"e.g. `{current.code}`.")
+    assert resolution.suggested == current.code
+    assert unresolved_text(resolution).endswith(f"e.g. `{current.code}`.")

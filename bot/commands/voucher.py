@@ -27,6 +27,7 @@ from bot.slack.blocks import (
     revoke_result_message,
     status_message,
     unknown_subcommand_message,
+    unresolved_text,
     working_message,
 )
 from bot.slack.edge import SlackEdge
@@ -102,7 +103,7 @@ def run_voucher_command(edge: SlackEdge, parsed: VoucherCommand, actor: Actor) -
         conferences=edge.services.conferences,
     )
     if resolution.grant is None:
-        return problem_message(" ".join(p for p in (resolution.problem, problem) if p))
+        return problem_message(" ".join(p for p in (unresolved_text(resolution), problem) if p))
     grant_id = resolution.grant.id
     services = edge.services
     match parsed.action:

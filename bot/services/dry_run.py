@@ -20,7 +20,7 @@ from bot.services.actors import Actor
 from bot.services.context import ServiceContext
 from bot.services.imports import RowError, read_grants
 from bot.services.intake import apply_grant
-from bot.services.outcomes import GrantRef, IntakeAction
+from bot.services.outcomes import GrantRef, IntakeAction, ProvisionResult
 from bot.services.provisioning_facts import Facts, load_facts
 from bot.services.provisioning_rules import Action, Decision, Verdict
 from bot.storage import Conference, ConferenceVoucher, VoucherType
@@ -50,6 +50,32 @@ class Branch(enum.StrEnum):
     WAITING = "retry scheduled"
     FAILED = "failed, waiting for staff"
     NOT_FOUND = "no such grant"
+
+
+# How a real run names each provisioning result: in the dry run's words (one mapping, used
+# by every summary of what was done or would be done).
+RESULT_BRANCH: dict[ProvisionResult, Branch] = {
+    ProvisionResult.CREATED: Branch.NEW,
+    ProvisionResult.ADOPTED: Branch.FINISH,
+    ProvisionResult.UPGRADED: Branch.UPGRADE,
+    ProvisionResult.ALREADY_SPEAKER: Branch.ALREADY_SPEAKER,
+    ProvisionResult.ALREADY_GRANT: Branch.ALREADY_GRANT,
+    ProvisionResult.GRANT_NOT_FOUND: Branch.NOT_FOUND,
+    ProvisionResult.NOT_CONFIRMED: Branch.NOT_CONFIRMED,
+    ProvisionResult.NO_EMAIL: Branch.NO_EMAIL,
+    ProvisionResult.HELD: Branch.HELD,
+    ProvisionResult.NOT_ISSUING: Branch.NOT_ISSUING,
+    ProvisionResult.PRETIX_DISABLED: Branch.PRETIX_OFF,
+    ProvisionResult.IN_PROGRESS: Branch.IN_PROGRESS,
+    ProvisionResult.RETRY_SCHEDULED: Branch.WAITING,
+    ProvisionResult.NEEDS_REVIEW: Branch.NEEDS_REVIEW,
+    ProvisionResult.FAILED: Branch.FAILED,
+}
+
+
+def result_label(result: ProvisionResult) -> str:
+    """A provisioning result in the words of the dry run (`new voucher`, not `created`)."""
+    return RESULT_BRANCH[result].value
 
 
 # Branches after which the grantee has (or would have) a voucher, or nothing is wrong.

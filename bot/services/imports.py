@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
 
 from bot.services.actors import Actor
 from bot.services.context import ServiceContext
@@ -25,6 +26,8 @@ from bot.services.intake import ingest_grant, ingest_voucher
 from bot.services.notifications import KNOWN_STATUSES, GrantPayload, VoucherPayload
 from bot.services.outcomes import GrantRef, IntakeAction, ProvisionOutcome
 from bot.services.provisioning import provision_many
+from bot.services.queries import grant_ref
+from bot.storage import Conference, Grant
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -55,6 +58,10 @@ class ImportReport:
     notes: list[str] = field(default_factory=list)
     provisioned: list[ProvisionOutcome] = field(default_factory=list)
     needs_person: int = 0  # voucher rows refused because applying them could be wrong
+    # Grants of the file held before this import and still held (nothing in it changed them).
+    still_held: list[GrantRef] = field(default_factory=list)
+    # Why each held grant (newly or still) is held, by grant id: `confirmed from waiting_list...`.
+    hold_reasons: dict[int, str] = field(default_factory=dict)
 
 
 def read_records(path: Path) -> list[tuple[int, Any]]:
@@ -383,6 +390,12 @@ def import_grants(
             to_provision.append(intake.grant.id)
         if on_row is not None:
             on_row()
+    keys = {(payload.conference, payload.id) for _line, payload in payloads}
+    newly = {grant.id for grant in report.held}
+    for grant, reason in held_grants(ctx, keys):
+        report.hold_reasons[grant.id] = reason
+        if grant.id not in newly:
+            report.still_held.append(grant)
     if provision and to_provision:
         if on_stage is not None:
             on_stage("provisioning", len(to_provision))
@@ -390,6 +403,28 @@ def import_grants(
             ctx, grant_ids=to_provision, actor=actor, workers=workers, on_progress=on_progress
         )
     return report
+
+
+def held_grants(ctx: ServiceContext, keys: set[tuple[str, str]]) -> list[tuple[GrantRef, str]]:
+    """The grants among `keys` (conference code, grant id) held for staff, with the reason."""
+    if not keys:
+        return []
+    with ctx.db.transaction() as session:
+        found = session.execute(
+            select(Grant, Conference)
+            .join(Conference, Grant.conference_id == Conference.id)
+            .where(
+                Grant.hold_reason.is_not(None),
+                Conference.code.in_(sorted({code for code, _id in keys})),
+                Grant.external_id.in_(sorted({ident for _code, ident in keys})),
+            )
+            .order_by(Conference.code, Grant.external_id)
+        ).all()
+        return [
+            (grant_ref(grant, conference), grant.hold_reason or "")
+            for grant, conference in found
+            if (conference.code, grant.external_id) in keys
+        ]
 
 
 def import_vouchers(

@@ -85,7 +85,20 @@ class Resolution:
 
     grant: GrantRef | None
     candidates: tuple[GrantRef, ...]
+    # Why there is no one grant, in words every edge shares (`... has several grants: ...`);
+    # how to pick one (`-c CONF` on the command line, a conference code in Slack) is the
+    # edge's to say, with `suggested`.
     problem: str | None
+
+    @property
+    def several(self) -> bool:
+        """Whether the reference matches grants at several conferences."""
+        return self.grant is None and len(self.candidates) > 1
+
+    @property
+    def suggested(self) -> str | None:
+        """The conference to suggest when several match: the current one."""
+        return self.candidates[0].conference if self.several else None
 
 
 def resolve_grant(
@@ -101,7 +114,7 @@ def resolve_grant(
 
     `email` is the address Slack gave for a mentioned user, searched alongside the user id.
     With `conferences` (the configuration), several grants are listed current conference
-    first (one that issues vouchers, the latest by voucher validity), and the hint names it.
+    first (one that issues vouchers, the latest by voucher validity): `suggested` names it.
     """
     shown = label or target.value
     grants = find_grants(
@@ -117,12 +130,7 @@ def resolve_grant(
         return Resolution(None, (), f"No grant found for {shown}{where}.")
     if len(unique) > 1:
         listed = ", ".join(f"{g.conference} (grant {g.external_id})" for g in unique)
-        return Resolution(
-            None,
-            unique,
-            f"{shown} has several grants: {listed}. Say which conference, e.g. "
-            f"`{unique[0].conference}`.",
-        )
+        return Resolution(None, unique, f"{shown} has several grants: {listed}.")
     return Resolution(unique[0], unique, None)
 
 

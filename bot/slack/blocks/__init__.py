@@ -34,6 +34,7 @@ from bot.slack.blocks.answers import (
     resend_result_message,
     revoke_result_message,
     unknown_subcommand_message,
+    unresolved_text,
     working_message,
 )
 from bot.slack.blocks.status import status_message
@@ -72,5 +73,6 @@ __all__ = [
     "thread_reply",
     "truncate",
     "unknown_subcommand_message",
+    "unresolved_text",
     "working_message",
 ]

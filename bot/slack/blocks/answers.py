@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.services.lookup import MENTION
+from bot.services.lookup import MENTION, Resolution
 from bot.services.outcomes import GrantRef, ProvisionOutcome, ResendOutcome, RevokeOutcome
 from bot.slack.blocks._layout import (
     TEXT_LIMIT,
@@ -138,6 +138,14 @@ def _target(target: str) -> _Rich:
 def problem_message(text: str) -> Message:
     """One clear problem (no grant found, several grants, no email ...) with a warning sign."""
     return _simple(_WARNING, _data(_sentence(text), TEXT_LIMIT - 20))
+
+
+def unresolved_text(resolution: Resolution) -> str:
+    """Why a reference names no one grant, in Slack's words: several grants name a code."""
+    text = resolution.problem or "No grant found."
+    if resolution.suggested is not None:
+        text += f" Say which conference, e.g. `{resolution.suggested}`."
+    return text
 
 
 def error_message() -> Message:
