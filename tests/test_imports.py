@@ -116,6 +116,8 @@ def test_bad_rows_are_reported_with_line_and_field_and_the_good_row_is_kept(
     assert messages[3].startswith("status:") and "accepted" in messages[3]
     assert messages[4].startswith("conference:") and "pycon1999" in messages[4]
     assert messages[5].startswith("updated_at:")
+    # not pydantic's "Input should be a valid datetime or date, input is too short"
+    assert "is not a date and time; use ISO 8601" in messages[5], messages[5]
     assert messages[6].startswith("email:")
     assert messages[7] == "id is empty"  # not pydantic's "Input should be a valid string"
     assert str(report.errors[0]).startswith("line 2: ")

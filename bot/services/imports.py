@@ -23,7 +23,12 @@ from sqlalchemy import select
 from bot.services.actors import Actor
 from bot.services.context import ServiceContext
 from bot.services.intake import ingest_grant, ingest_voucher
-from bot.services.notifications import KNOWN_STATUSES, GrantPayload, VoucherPayload
+from bot.services.notifications import (
+    KNOWN_STATUSES,
+    GrantPayload,
+    VoucherPayload,
+    problem_words,
+)
 from bot.services.outcomes import GrantRef, IntakeAction, ProvisionOutcome
 from bot.services.provisioning import provision_many
 from bot.services.queries import grant_ref
@@ -335,7 +340,7 @@ def _describe(exc: ValidationError) -> str:
         if where and error.get("input") is None and not error["type"].startswith("value_error"):
             parts.append(f"{where} is empty")  # an empty CSV cell, a JSON null
             continue
-        message = str(error["msg"]).removeprefix("Value error, ")
+        message = problem_words(error)
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
 

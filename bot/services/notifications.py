@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import math
 import unicodedata
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -285,12 +286,21 @@ def parse_webhook_body(raw: bytes) -> WebhookEvent:
 
 def validation_reasons(exc: ValidationError) -> list[str]:
     """Each validation error as `field.path: message` (`body` when it is about the whole)."""
-    reasons = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        reasons.append(f"{where}: {message}")
-    return reasons
+    return [
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {problem_words(error)}"
+        for error in exc.errors()
+    ]
+
+
+def problem_words(error: Mapping[str, Any]) -> str:
+    """One validation error in words a person acts on (the webhook's and the imports')."""
+    kind = str(error.get("type", ""))
+    if kind.startswith(("datetime", "date_", "timezone")):
+        return (
+            f"{error.get('input')!r} is not a date and time; use ISO 8601 with a time zone, "
+            "e.g. 2026-05-02T10:00:00Z"
+        )
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _refuse_constant(name: str) -> Any:
