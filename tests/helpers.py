@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -12,7 +13,8 @@ from bot.services.context import ServiceContext
 from bot.services.intake import ingest_voucher
 from bot.services.notifications import VoucherPayload
 from bot.storage import AuditEvent, ConferenceVoucher, Database, Grant
-from tests.conftest import TEST_ACTOR
+from tests.conftest import TEST_ACTOR, unique
+from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import ReceivedMessage
 
 
@@ -50,6 +52,29 @@ def record_voucher(ctx: ServiceContext, conference: str, email: str, **fields: o
     """Record a voucher made elsewhere (speaker, co-speaker) through the intake service."""
     payload = VoucherPayload.model_validate({"conference": conference, "email": email, **fields})
     ingest_voucher(ctx, payload=payload, actor=TEST_ACTOR)
+
+
+def seed_co_speaker(
+    ctx: ServiceContext,
+    pretix: FakePretix,
+    conference: str,
+    code: str,
+    *,
+    email: str | None = None,
+    **terms: Any,
+) -> tuple[dict[str, Any], str]:
+    """A 25 %-off co-speaker voucher made elsewhere: in Pretix, and told to the bot.
+
+    Returns the voucher as Pretix holds it and the co-speaker's email address.
+    """
+    seeded = pretix.seed_voucher(
+        code=code, **({"price_mode": "percent", "value": "25.00", "tag": "co_speaker"} | terms)
+    )
+    address = email or f"{unique('cospeaker')}@example.org"
+    record_voucher(
+        ctx, conference, address, type="co_speaker", code=code, pretix_voucher_id=seeded["id"]
+    )
+    return seeded, address
 
 
 def plain_text(mail: ReceivedMessage) -> str:

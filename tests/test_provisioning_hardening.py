@@ -33,7 +33,7 @@ from bot.storage import AuditEvent, ConferenceVoucher, Database, Grant, VoucherS
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer
-from tests.helpers import grant_events, record_voucher, voucher_row
+from tests.helpers import grant_events, record_voucher, seed_co_speaker, voucher_row
 
 PayloadFactory = Callable[..., GrantPayload]
 
@@ -144,16 +144,18 @@ def test_an_upgraded_co_speaker_voucher_loses_every_extra_right(
     pretix_server: FakePretix,
     conference: ConferenceConfig,
 ) -> None:
-    seeded = pretix_server.seed_voucher(
-        code="COSPKRIGHTS1", price_mode="percent", value="25.00", tag="co_speaker",
-        allow_ignore_quota=True, all_addons_included=True, all_bundles_included=True,
-        max_usages=3, min_usages=2, item=10,
-    )  # fmt: skip
-    email = f"{unique('rights')}@example.org"
-    record_voucher(
-        ctx, conference.code, email, type="co_speaker", code="COSPKRIGHTS1",
-        pretix_voucher_id=seeded["id"],
-    )  # fmt: skip
+    seeded, email = seed_co_speaker(
+        ctx,
+        pretix_server,
+        conference.code,
+        "COSPKRIGHTS1",
+        allow_ignore_quota=True,
+        all_addons_included=True,
+        all_bundles_included=True,
+        max_usages=3,
+        min_usages=2,
+        item=10,
+    )
 
     outcome = provision_grant_voucher(ctx, grant_id=make_grant(email=email), actor=TEST_ACTOR)
 
@@ -359,12 +361,7 @@ def test_resending_a_co_speaker_voucher_is_refused_with_the_reason(
     smtp_server: FakeSmtpServer,
     conference: ConferenceConfig,
 ) -> None:
-    seeded = pretix_server.seed_voucher(code="COSPKHELD25", price_mode="percent", value="25.00")
-    email = f"{unique('held')}@example.org"
-    record_voucher(
-        ctx, conference.code, email, type="co_speaker", code="COSPKHELD25",
-        pretix_voucher_id=seeded["id"],
-    )  # fmt: skip
+    _, email = seed_co_speaker(ctx, pretix_server, conference.code, "COSPKHELD25")
     grant_id = make_grant(email=email, previous_status="approved")  # held: not upgraded
     assert provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR).result is (
         ProvisionResult.HELD
@@ -548,10 +545,7 @@ def test_a_co_speaker_notification_after_the_upgrade_keeps_the_grant_email_due(
     conference: ConferenceConfig,
 ) -> None:
     ctx = make_ctx()
-    seeded = pretix_server.seed_voucher(code="COSPKMERGE1", price_mode="percent", value="25.00")
-    email = f"{unique('cospeaker')}@example.org"
-    record_voucher(ctx, conference.code, email, type="co_speaker", code="COSPKMERGE1",
-                   pretix_voucher_id=seeded["id"])  # fmt: skip
+    seeded, email = seed_co_speaker(ctx, pretix_server, conference.code, "COSPKMERGE1")
     grant_id = make_grant(email=email)
     upgraded = provision_grant_voucher(make_ctx(mailer=None), grant_id=grant_id, actor=TEST_ACTOR)
     assert upgraded.result is ProvisionResult.UPGRADED
@@ -577,10 +571,7 @@ def test_a_speaker_notification_during_an_unfinished_upgrade_stops_it(
 
     start = dt.datetime(2026, 5, 2, 12, 0, tzinfo=dt.UTC)
     ctx = make_ctx(clock=lambda: start, pretix=make_pretix_client(max_attempts=1))
-    seeded = pretix_server.seed_voucher(code="SPKLATE0001", price_mode="percent", value="25.00")
-    email = f"{unique('spk')}@example.org"
-    record_voucher(ctx, conference.code, email, type="co_speaker", code="SPKLATE0001",
-                   pretix_voucher_id=seeded["id"])  # fmt: skip
+    seeded, email = seed_co_speaker(ctx, pretix_server, conference.code, "SPKLATE0001")
     grant_id = make_grant(email=email)
     pretix_server.fail_next(503, method="PATCH")
     assert provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR).result is (

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from bot.services.actors import Actor
 from bot.services.context import ServiceContext
-from bot.services.imports import RowError, read_grants
+from bot.services.imports import RowSummary, read_grants
 from bot.services.intake import apply_grant
-from bot.services.outcomes import GrantRef, IntakeAction, ProvisionResult
+from bot.services.outcomes import GrantRef, ProvisionResult
 from bot.services.provisioning_facts import Facts, load_facts
 from bot.services.provisioning_rules import Action, Decision, Verdict
 from bot.storage import Conference, ConferenceVoucher, VoucherType
@@ -213,14 +213,9 @@ def plan_provisioning(
 
 
 @dataclass
-class ImportPlan:
+class ImportPlan(RowSummary):
     """What a grants import would do: rows by intake action, then provisioning by branch."""
 
-    rows: int = 0
-    actions: Counter[IntakeAction] = field(default_factory=Counter)
-    errors: list[RowError] = field(default_factory=list)
-    held: list[GrantRef] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     provisioning: list[Planned] = field(default_factory=list)
     waiting_for_staff: int = 0  # newly confirmed grants left alone (`--no-provision`)
 

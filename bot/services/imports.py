@@ -53,14 +53,20 @@ class RowError:
 
 
 @dataclass
-class ImportReport:
-    """What an import did, row by row in summary, plus the provisioning it started."""
+class RowSummary:
+    """The rows of a file by intake action, its bad rows, held grants and notes."""
 
     rows: int = 0
     actions: Counter[IntakeAction] = field(default_factory=Counter)
     errors: list[RowError] = field(default_factory=list)
     held: list[GrantRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportReport(RowSummary):
+    """What an import did, row by row in summary, plus the provisioning it started."""
+
     provisioned: list[ProvisionOutcome] = field(default_factory=list)
     needs_person: int = 0  # voucher rows refused because applying them could be wrong
     # Grants of the file held before this import and still held (nothing in it changed them).
