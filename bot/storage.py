@@ -556,13 +556,12 @@ def insert_ignoring_conflict(
     session: Session, model: type[Base], values: Mapping[str, Any], *, conflict: list[str]
 ) -> int | None:
     """INSERT ... ON CONFLICT DO NOTHING on Postgres and SQLite: the new row's id, or None."""
-    if session.get_bind().dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(model).values(**values)
-    else:
-        stmt = sqlite.insert(model).values(**values)
     # RETURNING, not rowcount: drivers report -1 for some INSERTs, which reads as "inserted".
-    stmt = stmt.on_conflict_do_nothing(index_elements=conflict).returning(
-        *model.__mapper__.primary_key
+    rows = insert_many_ignoring_conflict(
+        session,
+        model,
+        [dict(values)],
+        conflict=conflict,
+        returning=list(model.__mapper__.primary_key),
     )
-    row = session.execute(stmt).first()
-    return None if row is None else int(row[0])
+    return int(rows[0][0]) if rows else None

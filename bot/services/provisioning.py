@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from bot.services import voucher_row
 from bot.services.actors import Actor
@@ -176,6 +177,10 @@ def _with_email(
         )
     else:
         return outcome
+    return _with_step(outcome, email)
+
+
+def _with_step(outcome: ProvisionOutcome, email: EmailOutcome) -> ProvisionOutcome:
     return replace(outcome, email=email, steps=(*outcome.steps, email_step(email)))
 
 
@@ -214,20 +219,7 @@ def _create_batch(ctx: ServiceContext, chunk: Sequence[Facts]) -> dict[int, Prov
     """
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        current = {
-            row.id: (row.status, row.hold_reason, row.email_key)
-            for row in session.execute(
-                select(Grant.id, Grant.status, Grant.hold_reason, Grant.email_key)
-                .where(Grant.id.in_([f.grant.id for f in chunk]))
-                .with_for_update(read=True)
-            )
-        }
-        unchanged = [
-            found
-            for found in chunk
-            if current.get(found.grant.id)
-            == (found.grant.status, found.grant.hold_reason, found.grant.email_key)
-        ]
+        unchanged = _still_as_read(session, chunk)
         new_rows = []
         for found in unchanged:
             code = ctx.new_code()
@@ -271,9 +263,7 @@ def _create_batch(ctx: ServiceContext, chunk: Sequence[Facts]) -> dict[int, Prov
             if done.email is not None
             else emails.get(outcome.voucher_id or 0)
         )
-        if email is not None:
-            outcome = replace(outcome, email=email, steps=(*outcome.steps, email_step(email)))
-        outcomes[work.grant.id] = outcome
+        outcomes[work.grant.id] = outcome if email is None else _with_step(outcome, email)
     return outcomes
 
 
@@ -295,6 +285,26 @@ def _voucher_id(ctx: ServiceContext, facts: Facts, outcome: ProvisionOutcome) ->
     return facts.voucher.id
 
 
+def _still_as_read(session: Session, facts: Sequence[Facts]) -> list[Facts]:
+    """The grants whose status, hold and email are as their facts say, held against intake
+    (a share lock) until the caller commits: a grant refused, held or given another email
+    since its facts were read gets no voucher."""
+    current = {
+        row.id: (row.status, row.hold_reason, row.email_key)
+        for row in session.execute(
+            select(Grant.id, Grant.status, Grant.hold_reason, Grant.email_key)
+            .where(Grant.id.in_([found.grant.id for found in facts]))
+            .with_for_update(read=True)
+        )
+    }
+    return [
+        found
+        for found in facts
+        if current.get(found.grant.id)
+        == (found.grant.status, found.grant.hold_reason, found.grant.email_key)
+    ]
+
+
 def _reserve_new(ctx: ServiceContext, facts: Facts) -> Work | None:
     """The common case, a new grantee: one INSERT, no second read.
 
@@ -303,18 +313,7 @@ def _reserve_new(ctx: ServiceContext, facts: Facts) -> Work | None:
     """
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        # The grant as it is now, held against intake until commit: a grant refused (or
-        # held, or given another email) since the batch read its facts gets no voucher.
-        current = session.execute(
-            select(Grant.status, Grant.hold_reason, Grant.email_key)
-            .where(Grant.id == facts.grant.id)
-            .with_for_update(read=True)
-        ).first()
-        if current is None or tuple(current) != (
-            facts.grant.status,
-            facts.grant.hold_reason,
-            facts.grant.email_key,
-        ):
+        if not _still_as_read(session, [facts]):
             return None
         taken = _take(session, ctx, facts, Decision(Action.CREATE), now=now)
     return taken if isinstance(taken, Work) else None
@@ -353,7 +352,7 @@ def _reserve(
     )
 
 
-def _release_hold(session: Any, facts: Facts, actor: Actor) -> None:
+def _release_hold(session: Session, facts: Facts, actor: Actor) -> None:
     session.execute(
         update(Grant)
         .where(Grant.id == facts.grant.id)
@@ -372,7 +371,7 @@ def _release_hold(session: Any, facts: Facts, actor: Actor) -> None:
 
 
 def _take(
-    session: Any, ctx: ServiceContext, facts: Facts, decision: Decision, *, now: dt.datetime
+    session: Session, ctx: ServiceContext, facts: Facts, decision: Decision, *, now: dt.datetime
 ) -> Work | ProvisionOutcome | None:
     """Apply the decision's reserve transition; None when another worker changed the row."""
     row, lease_until = facts.voucher, now + ctx.lease

@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 from bot.services import voucher_row
 from bot.services.actors import RECONCILER
 from bot.services.context import ServiceContext
-from bot.services.outcomes import EmailOutcome, EmailResult, ProvisionOutcome, RevokeOutcome
+from bot.services.outcomes import EmailOutcome, ProvisionOutcome, RevokeOutcome
 from bot.services.provisioning import provision_many
 from bot.services.provisioning_facts import load_facts
 from bot.services.revocation import revoke_grant_voucher, sweep_revoked_codes
-from bot.services.voucher_email import deliver_voucher_email
+from bot.services.voucher_email import deliver_voucher_emails
 from bot.storage import (
     Conference,
     ConferenceVoucher,
@@ -80,7 +80,7 @@ def reconcile_once(
                 provisioned = provision_many(
                     ctx, grant_ids=grant_ids, actor=RECONCILER, workers=workers, background=True
                 )
-        emails = [_send_due(ctx, voucher_id) for voucher_id in _claim_due_emails(ctx, limit)]
+        emails = list(deliver_voucher_emails(ctx, _claim_due_emails(ctx, limit)).values())
         report.provisioned += provisioned
         report.emails += emails
         if len(provisioned) < limit and len(emails) < limit:
@@ -208,16 +208,6 @@ def _unfinished_revokes(ctx: ServiceContext, limit: int) -> list[int]:
             )
             if grant_id is not None
         ]
-
-
-def _send_due(ctx: ServiceContext, voucher_id: int) -> EmailOutcome:
-    try:
-        return deliver_voucher_email(ctx, voucher_id=voucher_id)
-    except Exception as exc:
-        log.exception("voucher email failed unexpectedly", voucher=voucher_id)
-        return EmailOutcome(
-            EmailResult.FAILED, f"unexpected error ({type(exc).__name__}); see the bot's log"
-        )
 
 
 def _claim_due_emails(ctx: ServiceContext, limit: int) -> list[int]:

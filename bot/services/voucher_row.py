@@ -151,34 +151,14 @@ def reserve_new(
     lease_until: dt.datetime,
 ) -> Ticket | None:
     """Insert the person's grant voucher row in `creating`; None when the person has a row."""
-    nonce = new_nonce()
-    voucher_id = insert_ignoring_conflict(
-        session,
-        CV,
-        {
-            "conference_id": conference_id,
-            "email_key": email_key,
-            "grant_id": grant_id,
-            "voucher_type": VoucherType.GRANT,
-            "code": code,
-            "state": VoucherState.CREATING,
-            "lease_expires_at": lease_until,
-            "email_state": EmailState.NOT_DUE,
-            "request_nonce": nonce,
-            "request_payload": payload,
-        },
-        conflict=["conference_id", "email_key"],
-    )
-    if voucher_id is None:
-        return None
-    return Ticket(
-        voucher_id=voucher_id,
-        state=VoucherState.CREATING,
+    row = NewRow(
+        conference_id=conference_id,
+        email_key=email_key,
+        grant_id=grant_id,
         code=code,
-        generation=0,
-        nonce=nonce,
         payload=payload,
     )
+    return reserve_many(session, [row], lease_until=lease_until).get(grant_id)
 
 
 @dataclass(frozen=True, kw_only=True)
