@@ -728,12 +728,20 @@ def test_retry_after_a_person_fixed_a_case_in_review_tries_again(
 
 
 def _confirmed(ctx: ServiceContext, grant_payload: PayloadFactory, count: int) -> list[int]:
-    ids = []
+    return [grant_id for _, grant_id in _confirmed_payloads(ctx, grant_payload, count)]
+
+
+def _confirmed_payloads(
+    ctx: ServiceContext, grant_payload: PayloadFactory, count: int
+) -> list[tuple[GrantPayload, int]]:
+    """`count` confirmed grants, stored: each one's notification and its id."""
+    made = []
     for _ in range(count):
-        intake = ingest_grant(ctx, payload=grant_payload(), actor=TEST_ACTOR)
+        payload = grant_payload()
+        intake = ingest_grant(ctx, payload=payload, actor=TEST_ACTOR)
         assert intake.grant is not None
-        ids.append(intake.grant.id)
-    return ids
+        made.append((payload, intake.grant.id))
+    return made
 
 
 def test_many_new_grantees_are_created_in_one_batch_and_each_emailed_once(
@@ -805,12 +813,8 @@ def test_a_revoke_during_a_batch_still_running_at_pretix_leaves_no_orphan(
 ) -> None:
     clock = [dt.datetime.now(dt.UTC)]
     ctx = make_ctx(clock=lambda: clock[0], pretix=make_pretix_client(timeout=0.5, max_attempts=1))
-    payloads = [grant_payload() for _ in range(10)]
-    ids = []
-    for payload in payloads:
-        intake = ingest_grant(ctx, payload=payload, actor=TEST_ACTOR)
-        assert intake.grant is not None
-        ids.append(intake.grant.id)
+    made = _confirmed_payloads(ctx, grant_payload, 10)
+    payloads, ids = [payload for payload, _ in made], [grant_id for _, grant_id in made]
     # Pretix takes the batch, holds its key and works on it after the client gave up.
     pretix_server.hang_next(2.0, path_contains="batch_create", while_processing=True)
     assert {o.result for o in provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=1)} == {
@@ -852,12 +856,8 @@ def test_a_batch_claims_each_email_right_before_it_is_sent(
 ) -> None:
     clock = [dt.datetime(2026, 5, 2, 12, 0, tzinfo=dt.UTC)]
     ctx = make_ctx(clock=lambda: clock[0])
-    payloads = [grant_payload() for _ in range(12)]
-    ids = []
-    for payload in payloads:
-        intake = ingest_grant(ctx, payload=payload, actor=TEST_ACTOR)
-        assert intake.grant is not None
-        ids.append(intake.grant.id)
+    made = _confirmed_payloads(ctx, grant_payload, 12)
+    payloads, ids = [payload for payload, _ in made], [grant_id for _, grant_id in made]
     other_replica = make_ctx(clock=lambda: clock[0], pretix=None)
 
     def meanwhile(sent: int) -> None:
