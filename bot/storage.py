@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -493,10 +495,33 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     # Let SQLAlchemy issue BEGIN itself (below) and keep foreign keys honest.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    _use_wal(cursor)
     cursor.close()
+
+
+SQLITE_BUSY_TIMEOUT = 30.0  # seconds a connection waits for another one's write lock
+
+
+def _use_wal(cursor: Any) -> None:
+    # WAL is a property of the file, so only the first connection switches it; the switch
+    # needs the write lock and SQLite's busy timeout does not cover that pragma (replicas
+    # starting together saw "database is locked"), so it waits here instead.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    delay = 0.01
+    while True:
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        else:
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def _sqlite_begin_immediate(connection: Any) -> None:

@@ -71,3 +71,32 @@ def test_a_batch_of_new_grantees_on_sqlite(
     assert pretix_server.count("POST", "/batch_create/") == 1
     assert len(pretix_server.all_vouchers()) == 12
     assert len(smtp_server.wait_for(12)) == 12
+
+
+def test_a_connection_opened_while_another_writes_waits_instead_of_failing(tmp_path: Path) -> None:
+    # Switching a fresh file to WAL needs the write lock and SQLite's busy timeout does not
+    # apply to that pragma: replicas starting together failed with "database is locked".
+    import sqlite3
+    import threading
+
+    from sqlalchemy import text
+
+    from bot.storage import create_db_engine
+
+    path = tmp_path / "bot.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x INTEGER)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    release.start()
+    engine = create_db_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            mode = connection.execute(text("PRAGMA journal_mode")).scalar_one()
+            assert mode == "wal"
+            assert connection.execute(text("SELECT count(*) FROM t")).scalar_one() == 1
+    finally:
+        release.join()
+        engine.dispose()
+        writer.close()
