@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     make_url,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -282,6 +283,13 @@ class Grant(Timestamped, Base):
     hold_reason: Mapped[str | None] = mapped_column(Text)
     admin_url: Mapped[str | None] = mapped_column(Text)
     reimbursements: Mapped[list[Any] | None]
+    # Imported with `--no-provision`: neither the webhook path nor the reconciler provisions
+    # it; `/voucher issue` or a bulk run does (and clears this).
+    waits_for_staff: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # A held confirmation closed by staff without a voucher (`held_dismiss`): who, when, why.
+    dismissed_at: Mapped[dt.datetime | None]
+    dismissed_by: Mapped[str | None] = mapped_column(String(100))
+    dismiss_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ConferenceVoucher(Timestamped, Base):
@@ -334,7 +342,11 @@ class ConferenceVoucher(Timestamped, Base):
 
 
 class BulkRequest(Timestamped, Base):
-    """A staff request to issue many vouchers at once, waiting for a second person's approval."""
+    """A staff request to issue many vouchers at once, waiting for a second person's approval.
+
+    Its frozen candidate list is `BulkItem` rows; `status` moves awaiting_approval ->
+    approved -> running -> done, or to rejected / expired, each move a conditional UPDATE.
+    """
 
     __tablename__ = "bulk_requests"
     __table_args__ = (Index("ix_bulk_requests_status", "status"),)
@@ -343,13 +355,67 @@ class BulkRequest(Timestamped, Base):
     conference_id: Mapped[int] = mapped_column(ForeignKey("conferences.id"))
     requested_by: Mapped[str] = mapped_column(String(64))
     status: Mapped[BulkStatus] = mapped_column(StrEnumColumn(BulkStatus, 24))
-    grant_ids: Mapped[list[Any]]
-    approved_by: Mapped[str | None] = mapped_column(String(64))
+    decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[dt.datetime | None]
     expires_at: Mapped[dt.datetime]
     slack_channel: Mapped[str | None] = mapped_column(String(40))
     slack_ts: Mapped[str | None] = mapped_column(String(40))
     summary: Mapped[dict[str, Any] | None]
+    # The request this one retries (`bulk_retry_failed`), if any.
+    retry_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("bulk_requests.id", ondelete="SET NULL")
+    )
+    # Counts by preview branch when the list was frozen, and by outcome while it runs.
+    counts: Mapped[dict[str, Any] | None]
+    progress: Mapped[dict[str, Any] | None]
+    # The runner's lease: a crashed run is taken over once it lapses, and resumes.
+    run_lease_expires_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+
+class BulkItemState(enum.StrEnum):
+    """One grantee of a bulk request."""
+
+    PENDING = "pending"  # frozen, not run yet
+    DONE = "done"  # provisioned (or found done) by the run
+    SKIPPED = "skipped"  # not due at preview, or changed since: nothing done
+    FAILED = "failed"  # the run tried and failed; `bulk_retry_failed` takes these
+
+
+class BulkItem(Base):
+    """One grantee frozen into a bulk request at preview time, and what the run did for them."""
+
+    __tablename__ = "bulk_items"
+    __table_args__ = (
+        UniqueConstraint("request_id", "grant_id"),
+        Index("ix_bulk_items_request_state", "request_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("bulk_requests.id", ondelete="CASCADE"))
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    branch: Mapped[str] = mapped_column(String(32))  # the preview branch
+    email_key: Mapped[str | None] = mapped_column(String(320))  # the address at preview
+    state: Mapped[BulkItemState] = mapped_column(StrEnumColumn(BulkItemState, 16))
+    result: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class JobClaim(Base):
+    """A periodic job's run claimed by one bot process: (job, key) is run at most once.
+
+    The key names the period, e.g. a conference and its local date for the digest; the first
+    process to insert the row runs the job, every other one sees the conflict and skips it.
+    """
+
+    __tablename__ = "job_claims"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    claimed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str] = mapped_column(String(100))
 
 
 class AuditEvent(Base):
@@ -399,23 +465,58 @@ class SlackThread(Timestamped, Base):
     lease_expires_at: Mapped[dt.datetime | None]
 
 
+class OutboxKind(enum.StrEnum):
+    """What an outbox row asks of Slack."""
+
+    THREAD = "thread"  # a grantee's status thread: parent posted once, reply, parent update
+    POST = "post"  # a top-level message in `channel`; its ts is kept under `ref`
+    UPDATE = "update"  # chat.update of the message kept under `ref` (latest row wins)
+    REPLY = "reply"  # a reply in the thread of the message kept under `ref`
+    FILE = "file"  # a file (CSV) in the thread of the message kept under `ref`
+    HOME = "home"  # views.publish of `user`'s App Home (latest row wins)
+
+
 class SlackOutbox(Timestamped, Base):
-    """A status update for a grantee's thread, kept until Slack has it (retried on failure)."""
+    """A message for Slack, kept until Slack has it (retried on failure, rate-aware).
+
+    Every message the bot posts or updates goes through here: grantee threads (`grant_id`),
+    and messages named by `ref` (a bulk preview, a digest, a home view).
+    """
 
     __tablename__ = "slack_outbox"
-    __table_args__ = (Index("ix_slack_outbox_state_next", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_slack_outbox_state_next", "state", "next_attempt_at"),
+        Index("ix_slack_outbox_ref", "ref"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"))
-    channel: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[OutboxKind] = mapped_column(
+        StrEnumColumn(OutboxKind, 16), default=OutboxKind.THREAD, server_default="thread"
+    )
+    grant_id: Mapped[int | None] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"))
+    ref: Mapped[str | None] = mapped_column(String(100))
+    user: Mapped[str | None] = mapped_column(String(32))
+    channel: Mapped[str | None] = mapped_column(String(40))
     reply: Mapped[dict[str, Any] | None]
-    parent: Mapped[dict[str, Any]]
+    parent: Mapped[dict[str, Any] | None]
+    message: Mapped[dict[str, Any] | None]
     update_parent: Mapped[bool] = mapped_column(default=False)
     state: Mapped[OutboxState] = mapped_column(StrEnumColumn(OutboxState, 16))
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[dt.datetime | None]
     lease_expires_at: Mapped[dt.datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SlackMessage(Timestamped, Base):
+    """A top-level message the bot posted, by the name (`ref`) its outbox rows use."""
+
+    __tablename__ = "slack_messages"
+
+    ref: Mapped[str] = mapped_column(String(100), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    ts: Mapped[str | None] = mapped_column(String(40))
+    lease_expires_at: Mapped[dt.datetime | None]
 
 
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:

@@ -35,6 +35,7 @@ from bot.storage import (
     ConferenceVoucher,
     Database,
     Grant,
+    OutboxKind,
     OutboxState,
     SlackOutbox,
     SlackThread,
@@ -168,6 +169,7 @@ class StatusPoster:
                 .join(Conference, Grant.conference_id == Conference.id)
                 .where(
                     Conference.code.in_(self._codes),  # like the reconciler: ours only
+                    SlackOutbox.kind == OutboxKind.THREAD,
                     SlackOutbox.state == OutboxState.PENDING,
                     or_(SlackOutbox.next_attempt_at.is_(None), SlackOutbox.next_attempt_at <= now),
                     or_(
@@ -182,6 +184,7 @@ class StatusPoster:
             if row is None:
                 return None
             row.lease_expires_at = now + self._lease
+            assert row.grant_id is not None and row.channel is not None and row.parent is not None
             codes = _voucher_codes(session, row.grant_id)
             return _Job(
                 row.id,
