@@ -12,13 +12,19 @@ report, `threads` and `thread_state` the grant's thread in the conference channe
 
 from bot.services.codes import mask_code, redact_codes
 from bot.slack.blocks._layout import (
+    BULK_APPROVE_ACTION,
+    BULK_REJECT_ACTION,
+    BULK_RETRY_FAILED_ACTION,
     FALLBACK_LIMIT,
     FIELD_LIMIT,
+    HELD_DISMISS_ACTION,
+    HELD_ISSUE_ACTION,
     LEGACY_RETRY_ACTION,
     MAX_BLOCKS,
     MAX_CONTEXT_ELEMENTS,
     MAX_FIELDS,
     RETRY_ACTION,
+    REVOKE_ACTION,
     TEXT_LIMIT,
     Block,
     Message,
@@ -42,15 +48,21 @@ from bot.slack.blocks.thread_state import parent_state
 from bot.slack.blocks.threads import intake_reply, thread_parent, thread_reply
 
 __all__ = [
+    "BULK_APPROVE_ACTION",
+    "BULK_REJECT_ACTION",
+    "BULK_RETRY_FAILED_ACTION",
     "COMMAND",
     "DETAIL_LIMIT",
     "FALLBACK_LIMIT",
     "FIELD_LIMIT",
+    "HELD_DISMISS_ACTION",
+    "HELD_ISSUE_ACTION",
     "LEGACY_RETRY_ACTION",
     "MAX_BLOCKS",
     "MAX_CONTEXT_ELEMENTS",
     "MAX_FIELDS",
     "RETRY_ACTION",
+    "REVOKE_ACTION",
     "TEXT_LIMIT",
     "Block",
     "Message",

@@ -13,6 +13,14 @@ Block: TypeAlias = dict[str, Any]
 RETRY_ACTION = "retry"  # CONTRACT.md names it
 # The name Retry buttons had before; messages already in Slack still carry it.
 LEGACY_RETRY_ACTION = "voucher_retry"
+# The other buttons' action_ids (CONTRACT.md names all but the revoke one). The value of the
+# held, revoke and retry buttons is the grant id; of the bulk buttons, the bulk request id.
+HELD_ISSUE_ACTION = "held_issue"
+HELD_DISMISS_ACTION = "held_dismiss"
+REVOKE_ACTION = "revoke_voucher"
+BULK_APPROVE_ACTION = "bulk_approve"
+BULK_REJECT_ACTION = "bulk_reject"
+BULK_RETRY_FAILED_ACTION = "bulk_retry_failed"
 MAX_BLOCKS = 50
 TEXT_LIMIT = 3000  # one text object (a section's text, a context element)
 FIELD_LIMIT = 2000  # one of a section's fields
