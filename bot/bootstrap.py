@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import structlog
 from slack_bolt import App
 
-from bot import migrations
+from bot import commands, migrations
 from bot.conferences import Conferences, load_conferences
 from bot.mailer import SmtpMailer, message_id_domain
 from bot.pretix import PretixClient
@@ -109,7 +109,9 @@ def build_bot(
         poster = StatusPoster(db=db, client=edge.client, conferences=conferences)
         # Every outcome, from any edge (CLI included), goes to the grantee's thread.
         services.listener = StatusOutbox(db=db, conferences=conferences, wake=poster.wake)
-        slack = SlackRuntime(edge=edge, app=build_slack_app(settings, edge), poster=poster)
+        slack = SlackRuntime(
+            edge=edge, app=build_slack_app(settings, edge, commands.register), poster=poster
+        )
     return Bot(
         settings=settings,
         conferences=conferences,

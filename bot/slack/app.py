@@ -23,7 +23,6 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from bot import commands
 from bot.services.context import ServiceContext
 from bot.services.inbox import SLACK, first_delivery
 from bot.services.staff import StaffDirectory
@@ -86,8 +85,14 @@ class _TokenNotices(logging.Filter):
         return record.getMessage() not in self.EXPECTED
 
 
-def build_slack_app(settings: Settings, edge: SlackEdge) -> App:
-    """The Bolt app with every listener registered (HTTP mode; Socket Mode uses it too)."""
+def build_slack_app(
+    settings: Settings, edge: SlackEdge, register: Callable[[App, SlackEdge], None]
+) -> App:
+    """The Bolt app, with `register` attaching the listeners (HTTP mode; Socket Mode too).
+
+    The adapter does not know the listeners: the wiring (`bot.bootstrap`) passes
+    `bot.commands.register`, so imports point down from the edges to this module.
+    """
     framework_logger = logging.getLogger("slack_bolt.App")
     if not any(isinstance(f, _TokenNotices) for f in framework_logger.filters):
         framework_logger.addFilter(_TokenNotices())
@@ -107,7 +112,7 @@ def build_slack_app(settings: Settings, edge: SlackEdge) -> App:
     )
     app.use(ignore_redeliveries(edge.services.db, edge.worker))
     app.error(error_reporter(edge.worker))
-    commands.register(app, edge)
+    register(app, edge)
     if not edge.staff.configured:
         log.warning("no staff configured: set SLACK_STAFF_USERGROUP or SLACK_STAFF_USER_IDS")
     return app
