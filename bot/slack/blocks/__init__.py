@@ -8,6 +8,7 @@ is `verbatim`, so a grantee called `<!channel>` or `@here` pings nobody.
 `answers` holds what `/voucher` answers the person who ran it, `status` the `/voucher status`
 report, `threads` and `thread_state` the grant's thread in the conference channel. They share
 `_text` (escaping and phrases), `_layout` (blocks, limits, `Message`) and `_outcome_lines`.
+`bulk` holds the bulk issuance card (preview, decision, progress), its summary and its CSV.
 """
 
 from bot.services.codes import mask_code, redact_codes
@@ -43,6 +44,21 @@ from bot.slack.blocks.answers import (
     unresolved_text,
     working_message,
 )
+from bot.slack.blocks.bulk import (
+    BulkCard,
+    BulkCounts,
+    BulkGrantee,
+    BulkPhase,
+    BulkReport,
+    approvers_mention,
+    bulk_card_message,
+    bulk_command_answer,
+    bulk_preview_csv,
+    bulk_refusal_message,
+    bulk_summary_message,
+    progress_bar,
+    wants_csv,
+)
 from bot.slack.blocks.status import status_message
 from bot.slack.blocks.thread_state import parent_state
 from bot.slack.blocks.threads import intake_reply, thread_parent, thread_reply
@@ -65,8 +81,19 @@ __all__ = [
     "REVOKE_ACTION",
     "TEXT_LIMIT",
     "Block",
+    "BulkCard",
+    "BulkCounts",
+    "BulkGrantee",
+    "BulkPhase",
+    "BulkReport",
     "Message",
     "Outcome",
+    "approvers_mention",
+    "bulk_card_message",
+    "bulk_command_answer",
+    "bulk_preview_csv",
+    "bulk_refusal_message",
+    "bulk_summary_message",
     "error_message",
     "escape",
     "help_message",
@@ -75,6 +102,7 @@ __all__ = [
     "not_staff_message",
     "parent_state",
     "problem_message",
+    "progress_bar",
     "provision_result_message",
     "redact_codes",
     "redact_payload",
@@ -86,5 +114,6 @@ __all__ = [
     "truncate",
     "unknown_subcommand_message",
     "unresolved_text",
+    "wants_csv",
     "working_message",
 ]
