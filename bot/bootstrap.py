@@ -107,7 +107,7 @@ def build_bot(
     background = Worker(max_workers=4)
     slack = None
     if settings.slack_enabled:
-        edge = build_edge(settings, services, worker)
+        edge = build_edge(settings, services, worker, background)
         poster = StatusPoster(db=db, client=edge.client, conferences=conferences)
         edge.outbox.wake = poster.wake
         # Every outcome, from any edge (CLI included), goes to the grantee's thread.

@@ -36,7 +36,7 @@ NASTY = "<!channel> & Co"
 
 
 def grantees(
-    count: int, branch: str = "new_voucher", *, name: str = "Ada Yilmaz"
+    count: int, branch: str = "new", *, name: str = "Ada Yilmaz"
 ) -> list[BulkGrantee]:
     return [
         BulkGrantee(f"{5000 + i}", f"{name} {i}", f"ada{i}@example.org", branch)
@@ -51,11 +51,11 @@ def card(**fields: Any) -> BulkCard:
         "conference_name": "PyCon Italia 2026",
         "requested_by": "U0STAFF1",
         "expires_at": EXPIRES,
-        "branches": {"new_voucher": 3, "co_speaker_upgrade": 1, "speaker_voucher": 2, "held": 1},
+        "branches": {"new": 3, "co_speaker_upgrade": 1, "speaker": 2, "held": 1},
         "grantees": [
             *grantees(3),
             BulkGrantee("6001", "Bruno Jensen", "bruno@example.org", "co_speaker_upgrade"),
-            *grantees(2, "speaker_voucher", name="Sara Speaker"),
+            *grantees(2, "speaker", name="Sara Speaker"),
             BulkGrantee("7001", "Joana Marino", "joana@example.org", "held"),
         ],
         "approvers": "<!subteam^S0STAFF>",
@@ -164,7 +164,7 @@ def test_progress_bar_from_empty_to_full() -> None:
 
 def test_a_preview_for_600_grantees_stays_within_slack_limits_and_wants_the_csv() -> None:
     many = grantees(600, name=NASTY * 20)
-    big = card(branches={"new_voucher": 600}, grantees=many)
+    big = card(branches={"new": 600}, grantees=many)
     message = bulk_card_message(big)
     within_limits(message)
     text = shown(message)
@@ -173,7 +173,7 @@ def test_a_preview_for_600_grantees_stays_within_slack_limits_and_wants_the_csv(
     assert wants_csv(big) and not wants_csv(card())
     rows = list(csv.DictReader(io.StringIO(bulk_preview_csv(many))))
     assert len(rows) == 600
-    assert rows[599]["grant_id"] == "5599" and rows[0]["branch"] == "new_voucher"
+    assert rows[599]["grant_id"] == "5599" and rows[0]["branch"] == "new"
     assert rows[0]["full_name"] == NASTY * 20 + " 0"  # the file carries data as it is, unescaped
 
 

@@ -15,6 +15,7 @@ class Action(enum.StrEnum):
     STATUS = "status"
     RESEND = "resend"
     REVOKE = "revoke"
+    BULK = "bulk"  # `bulk [conference]`: no person, only a conference
     HELP = "help"
 
 
@@ -37,6 +38,8 @@ def parse_command(text: str) -> VoucherCommand:
         action = Action(words[0].lower())
     except ValueError:
         return VoucherCommand(Action.HELP, unknown=words[0])
+    if action is Action.BULK:
+        return VoucherCommand(action, conference=words[1].lower() if len(words) > 1 else None)
     target = words[1] if len(words) > 1 else None
     conference = words[2].lower() if len(words) > 2 else None
     return VoucherCommand(action, target, conference)

@@ -8,6 +8,7 @@ import structlog
 from slack_bolt import Ack, App, Respond
 from slack_sdk.errors import SlackApiError
 
+from bot.commands import bulk
 from bot.commands.parsing import Action, VoucherCommand, parse_command
 from bot.services.actors import Actor
 from bot.services.audit import write_audit_event
@@ -65,6 +66,9 @@ def answer_voucher_command(
     if not edge.staff.is_staff(user):
         ack(**not_staff_message().as_kwargs())
         edge.worker.submit("audit refusal", lambda: _audit_refusal(edge, actor, parsed))
+        return
+    if parsed.action is Action.BULK:
+        bulk.answer_bulk_command(edge, ack=ack, parsed=parsed, actor=actor, respond=respond)
         return
     if parsed.target is None:
         ack(
@@ -125,7 +129,7 @@ def run_voucher_command(edge: SlackEdge, parsed: VoucherCommand, actor: Actor) -
             return revoke_result_message(
                 revoke_grant_voucher(services, grant_id=grant_id, actor=actor)
             )
-        case Action.HELP:
+        case Action.HELP | Action.BULK:  # bulk never gets here (answer_bulk_command)
             return help_message()
 
 

@@ -27,7 +27,8 @@ from bot.services.context import ServiceContext
 from bot.services.inbox import SLACK, first_delivery
 from bot.services.staff import StaffDirectory
 from bot.settings import Settings
-from bot.slack.blocks import error_message
+from bot.slack.blocks import approvers_mention, error_message
+from bot.slack.bulk_card import BulkCardPublisher
 from bot.slack.edge import SlackEdge
 from bot.slack.outbox import Outbox
 from bot.storage import Database
@@ -119,15 +120,30 @@ def build_slack_app(
     return app
 
 
-def build_edge(settings: Settings, services: ServiceContext, worker: Worker) -> SlackEdge:
-    """Client, staff directory and worker for the listeners."""
+def build_edge(
+    settings: Settings,
+    services: ServiceContext,
+    worker: Worker,
+    background: Worker | None = None,
+) -> SlackEdge:
+    """Client, staff directory, workers and outbox for the listeners."""
     client = build_web_client(settings)
+    outbox = Outbox(services.db)
     return SlackEdge(
         services=services,
         staff=build_staff(settings, client),
         worker=worker,
         client=client,
-        outbox=Outbox(services.db),
+        outbox=outbox,
+        settings=settings,
+        background=background or worker,
+        bulk=BulkCardPublisher(
+            services,
+            outbox,
+            approvers=approvers_mention(
+                settings.slack_staff_usergroup, settings.slack_staff_user_ids
+            ),
+        ),
     )
 
 

@@ -11,7 +11,9 @@ from slack_sdk import WebClient
 
 from bot.services.context import ServiceContext
 from bot.services.staff import StaffDirectory
+from bot.settings import Settings
 from bot.slack.blocks import Message, error_message
+from bot.slack.bulk_card import BulkCardPublisher
 from bot.slack.outbox import Outbox
 from bot.worker import Worker
 
@@ -27,6 +29,9 @@ class SlackEdge:
     worker: Worker
     client: WebClient
     outbox: Outbox  # every message posted or updated in a channel goes through it
+    settings: Settings
+    background: Worker  # long work (a bulk run) that must not hold up answers to people
+    bulk: BulkCardPublisher  # the bulk requests' cards in the conference channels
 
     def answer_later(self, name: str, respond: Respond, work: Callable[[], Message]) -> None:
         """Run `work` on the worker and send its answer; a failure is logged and told, in words."""

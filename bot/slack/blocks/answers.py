@@ -58,6 +58,12 @@ _SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
         "delete the grant voucher of a grant refused after confirmation",
         "revoke 1234 pycon2026",
     ),
+    (
+        "bulk",
+        "[conference]",
+        "preview a voucher for everyone due one; a second member of staff approves it",
+        "bulk pycon2026",
+    ),
     ("help", "", "this message", ""),
 )
 

@@ -65,16 +65,19 @@ _CHECKLIST = "clipboard"
 # are work the run will do; every other branch is a reason to skip the grantee. Each has
 # its words for one grantee and for several.
 BRANCH_LABELS: dict[str, tuple[str, str]] = {
-    "new_voucher": ("new voucher", "new vouchers"),
+    "new": ("new voucher", "new vouchers"),
     "co_speaker_upgrade": ("co-speaker upgrade", "co-speaker upgrades"),
     "email_only": ("email only", "emails only"),
-    "speaker_voucher": ("has a speaker voucher", "have a speaker voucher"),
+    "finish": ("half-done voucher to finish", "half-done vouchers to finish"),
+    "retry": ("failed voucher to retry", "failed vouchers to retry"),
+    "speaker": ("has a speaker voucher", "have a speaker voucher"),
     "already_done": ("already done", "already done"),
     "held": ("held for staff", "held for staff"),
     "no_email": ("no email address", "no email address"),
     "email_changed": ("email changed", "email changed"),
+    "other": ("other", "other"),
 }
-DUE_BRANCHES = ("new_voucher", "co_speaker_upgrade", "email_only")
+DUE_BRANCHES = ("new", "co_speaker_upgrade", "email_only", "finish", "retry")
 _SLACK_USER = re.compile(r"^(?:[a-z_]+:)?([UW][A-Z0-9]{2,})$")
 
 
@@ -117,7 +120,7 @@ class BulkCounts:
 class BulkCard:
     """Everything the one message of a bulk request shows, in any phase."""
 
-    request_id: int
+    request_id: int | None  # None: nothing was due, so nothing was stored
     conference: str
     conference_name: str
     requested_by: str  # a Slack user id (or an actor label: `slash_command:U123`, `cli:ops`)
@@ -170,7 +173,8 @@ def bulk_card_message(card: BulkCard) -> Message:
     blocks.append(_section(_branch_lines(card)))
     blocks.append(_section(_first_grantees(card)))
     blocks.append(_divider())
-    blocks.extend(_phase_blocks(card))
+    if card.request_id is not None:
+        blocks.extend(_phase_blocks(card))
     return _message(_fallback(card), blocks[:MAX_BLOCKS])
 
 
@@ -244,9 +248,39 @@ def bulk_command_answer(*, channel: str, request_id: int | None, due: int) -> Me
     return _message(text, [_section(text)])
 
 
+def bulk_working_message(conference: str | None) -> Message:
+    """The ack of `/voucher bulk`: the list is being frozen, the preview goes to the channel."""
+    which: list[_Rich | str] = [" for ", _code(conference)] if conference else []
+    text = _rich(
+        _icon(_WORKING),
+        "Freezing the list of grantees due a voucher",
+        *which,
+        "… The preview goes to the conference channel for a second member of staff to approve.",
+    )
+    return _message(text, [_section(text)])
+
+
 def bulk_refusal_message(reason: str) -> Message:
     """A click or command that was refused, told only to the person (ephemeral)."""
     text = _rich(_icon(_WARNING), _data(reason, TEXT_LIMIT - 20))
+    return _message(text, [_section(text)])
+
+
+def bulk_already_decided_message(
+    request_id: int, *, approved: bool, winner: str | None, when: dt.datetime | None
+) -> Message:
+    """Told to the one who clicked second: who decided the request first, and when."""
+    parts: list[_Rich | str] = [
+        _icon(_INFO),
+        f"Bulk request #{request_id} was already ",
+        _bold("approved" if approved else "rejected"),
+    ]
+    if winner:
+        parts += [" by ", _person(winner)]
+    if when:
+        parts += [" ", _when(when)]
+    parts.append(": your click changed nothing.")
+    text = _rich(*parts)
     return _message(text, [_section(text)])
 
 
@@ -286,9 +320,10 @@ def progress_bar(handled: int, total: int, width: int = BAR_WIDTH) -> str:
 
 def _headline(card: BulkCard) -> _Rich:
     title = "Retry of bulk issuance" if card.retry_of else "Bulk issuance"
+    number = f" #{card.request_id}" if card.request_id is not None else ""
     parts: list[_Rich | str] = [
         _icon(_CHECKLIST),
-        _bold(f"{title} #{card.request_id}"),
+        _bold(f"{title}{number}"),
         " for ",
         _bold(card.conference_name),
         " (",
@@ -355,6 +390,7 @@ def _first_grantees(card: BulkCard) -> _Rich:
 
 
 def _phase_blocks(card: BulkCard) -> list[Block]:
+    request_id = card.request_id or 0
     match card.phase:
         case BulkPhase.AWAITING:
             ask: list[_Rich | str] = [_icon(_WAITING), "Waiting for a second member of staff"]
@@ -369,10 +405,10 @@ def _phase_blocks(card: BulkCard) -> list[Block]:
                 _section(_rich(*ask)),
                 {
                     "type": "actions",
-                    "block_id": f"bulk_decide_{card.request_id}",
+                    "block_id": f"bulk_decide_{request_id}",
                     "elements": [
-                        _button("Approve", BULK_APPROVE_ACTION, card.request_id, "primary"),
-                        _button("Reject", BULK_REJECT_ACTION, card.request_id, "danger"),
+                        _button("Approve", BULK_APPROVE_ACTION, request_id, "primary"),
+                        _button("Reject", BULK_REJECT_ACTION, request_id, "danger"),
                     ],
                 },
             ]
@@ -537,11 +573,13 @@ __all__ = [
     "BulkPhase",
     "BulkReport",
     "approvers_mention",
+    "bulk_already_decided_message",
     "bulk_card_message",
     "bulk_command_answer",
     "bulk_preview_csv",
     "bulk_refusal_message",
     "bulk_summary_message",
+    "bulk_working_message",
     "progress_bar",
     "wants_csv",
 ]
