@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     work_lease_seconds: int = Field(default=180, ge=10)
     max_provisioning_attempts: int = Field(default=8, ge=1)
 
+    # Bulk issuance: how long a request waits for a second person's approval, and whether
+    # its requester may approve it.
+    bulk_request_ttl_minutes: int = Field(default=1440, ge=1)
+    bulk_allow_self_approval: bool = False
+
     @field_validator("work_lease_seconds")
     @classmethod
     def _lease_outlasts_pretix(cls, value: int, info: ValidationInfo) -> int:
@@ -247,7 +252,7 @@ ECHOED = frozenset(
         "conferences_file",
         "pretix_timeout_seconds", "pretix_max_attempts", "smtp_timeout_seconds",
         "reconcile_interval_seconds", "work_lease_seconds", "max_provisioning_attempts",
-        "slack_staff_cache_seconds",
+        "slack_staff_cache_seconds", "bulk_request_ttl_minutes", "bulk_allow_self_approval",
     }
 )  # fmt: skip
 

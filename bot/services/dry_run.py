@@ -37,6 +37,7 @@ class Branch(enum.StrEnum):
     ALREADY_SPEAKER = "already has one (speaker)"
     ALREADY_GRANT = "already has one"
     HELD = "held"
+    WAITS_FOR_STAFF = "waits for staff"
     NOT_CONFIRMED = "not confirmed"
     NO_EMAIL = "no email"
     UNMAILABLE = "email address unusable"
@@ -102,6 +103,7 @@ _BY_VERDICT = {
     Verdict.NOT_CONFIRMED: Branch.NOT_CONFIRMED,
     Verdict.NO_EMAIL: Branch.NO_EMAIL,
     Verdict.HELD: Branch.HELD,
+    Verdict.WAITS_FOR_STAFF: Branch.WAITS_FOR_STAFF,
     Verdict.NOT_ISSUING: Branch.NOT_ISSUING,
     Verdict.UNMAILABLE: Branch.UNMAILABLE,
     Verdict.EMAIL_CHANGED: Branch.EMAIL_CHANGED,
@@ -153,7 +155,8 @@ def branch_of(facts: Facts, decision: Decision) -> Branch:
             return _BY_VERDICT.get(decision.verdict, Branch.FAILED)
 
 
-def _detail(facts: Facts, branch: Branch) -> str:
+def branch_detail(facts: Facts, branch: Branch) -> str:
+    """What a person reading the plan needs to know about this branch, or ''."""
     row = facts.voucher
     if branch is Branch.HELD:
         return f"held for staff: {facts.hold_reason}"
@@ -191,8 +194,10 @@ def plan_grants(
         releasing = release_hold and facts.hold_reason is not None
         if releasing:
             facts = replace(facts, hold_reason=None, grant=replace(facts.grant, hold_reason=None))
-        branch = branch_of(facts, facts.decide(ctx, now=now, background=False))
-        detail = _detail(facts, branch)
+        branch = branch_of(
+            facts, facts.decide(ctx, now=now, background=False, by_staff=release_hold)
+        )
+        detail = branch_detail(facts, branch)
         if releasing:
             found_facts = found[grant_id]
             released = f"releases the hold ({found_facts.hold_reason})"

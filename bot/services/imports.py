@@ -391,7 +391,7 @@ def import_grants(
         on_stage("storing", len(payloads))
     to_provision: list[int] = []
     for _line, payload in payloads:
-        intake = ingest_grant(ctx, payload=payload, actor=actor)
+        intake = ingest_grant(ctx, payload=payload, actor=actor, wait_for_staff=not provision)
         report.actions[intake.action] += 1
         if intake.held and intake.grant:
             report.held.append(intake.grant)

@@ -35,17 +35,31 @@ from bot.storage import (
 log = structlog.get_logger(__name__)
 
 
-def ingest_grant(ctx: ServiceContext, *, payload: GrantPayload, actor: Actor) -> GrantIntake:
-    """Store what the backend says about a grant; say whether provisioning should start."""
+def ingest_grant(
+    ctx: ServiceContext, *, payload: GrantPayload, actor: Actor, wait_for_staff: bool = False
+) -> GrantIntake:
+    """Store what the backend says about a grant; say whether provisioning should start.
+
+    `wait_for_staff` (an import with `--no-provision`): a grant this confirms is marked as
+    waiting for staff, in the same transaction, so neither the webhook path nor the
+    reconciler provisions it; `/voucher issue` or a bulk run does.
+    """
     with ctx.db.transaction() as session:
-        intake = apply_grant(session, ctx, payload=payload, actor=actor)
+        intake = apply_grant(
+            session, ctx, payload=payload, actor=actor, wait_for_staff=wait_for_staff
+        )
     if intake.action in (IntakeAction.CREATED, IntakeAction.UPDATED):
         ctx.publish(intake)
     return intake
 
 
 def apply_grant(
-    session: Session, ctx: ServiceContext, *, payload: GrantPayload, actor: Actor
+    session: Session,
+    ctx: ServiceContext,
+    *,
+    payload: GrantPayload,
+    actor: Actor,
+    wait_for_staff: bool = False,
 ) -> GrantIntake:
     """The intake rules inside the caller's transaction (the webhook adds its event id to it)."""
     status = payload.known_status
@@ -99,6 +113,8 @@ def apply_grant(
         old_status=old_status,
         action=action,
     )
+    if wait_for_staff and result.provision:
+        grant.waits_for_staff = True
     add_audit_event(
         session,
         actor=actor,

@@ -69,6 +69,8 @@ def provision_many(
     workers: int = 4,
     release_hold: bool = False,
     background: bool = False,
+    take_waiting: bool = False,
+    publish: bool = True,
     on_progress: Callable[[ProvisionOutcome], None] | None = None,
 ) -> list[ProvisionOutcome]:
     """Provision each grant once, `workers` at a time; outcomes come back in input order.
@@ -76,10 +78,18 @@ def provision_many(
     The facts of all grants are read in a few queries; grants with nothing to do are answered
     from them at once, and only the others go through the reserve / act / record steps, on a
     small thread pool. One grant's failure, however unexpected, never stops the others.
+
+    `take_waiting` (a bulk run) takes grants that wait for staff (imported with
+    `--no-provision`) and clears that mark, as `release_hold` (staff by hand) does too, but
+    keeps holds and batches new grantees. `publish=False` tells no listener (a bulk run
+    reports in its own message and leaves the per-grantee threads alone).
     """
     now = ctx.clock()
+    by_staff = release_hold or take_waiting
     with ctx.db.transaction() as session:
         facts = load_facts(session, ctx, grant_ids)
+        if by_staff:
+            _take_waiting(session, facts, actor)
     batched: dict[int, ProvisionOutcome] = {}
 
     def chunk(ids: list[int]) -> None:
@@ -102,6 +112,7 @@ def provision_many(
                 actor=actor,
                 release_hold=release_hold,
                 background=background,
+                by_staff=by_staff,
                 now=now,
             )
         except Exception as exc:
@@ -118,7 +129,9 @@ def provision_many(
         return outcome
 
     chunks = (
-        [] if release_hold else _batchable(ctx, facts, grant_ids, now=now, background=background)
+        []
+        if release_hold
+        else _batchable(ctx, facts, grant_ids, now=now, background=background, by_staff=by_staff)
     )
     if workers <= 1 or len(grant_ids) <= 1:
         for ids in chunks:
@@ -129,9 +142,32 @@ def provision_many(
             list(pool.map(chunk, chunks))
             outcomes = list(pool.map(one, grant_ids))
     write_audit_events(ctx.db, [_audit_record(actor, outcome) for outcome in outcomes])
-    for outcome in outcomes:
-        ctx.publish(outcome)
+    if publish:
+        for outcome in outcomes:
+            ctx.publish(outcome)
     return outcomes
+
+
+def _take_waiting(session: Session, facts: dict[int, Facts], actor: Actor) -> None:
+    """Clear the "waits for staff" mark of these grants: staff took them (audited)."""
+    waiting = sorted(g for g, found in facts.items() if found.grant.waits_for_staff)
+    if not waiting:
+        return
+    session.execute(
+        update(Grant)
+        .where(Grant.id.in_(waiting), Grant.waits_for_staff.is_(True))
+        .values(waits_for_staff=False)
+        .execution_options(synchronize_session=False)
+    )
+    for grant_id in waiting:
+        add_audit_event(
+            session,
+            actor=actor,
+            action="take_waiting_grant",
+            outcome="taken",
+            conference_id=facts[grant_id].ref.conference_id,
+            grant_id=grant_id,
+        )
 
 
 def _provision(
@@ -142,12 +178,13 @@ def _provision(
     actor: Actor,
     release_hold: bool,
     background: bool,
+    by_staff: bool,
     now: dt.datetime,
 ) -> ProvisionOutcome:
     if facts is None:
         return _outcome(None, ProvisionResult.GRANT_NOT_FOUND, f"There is no grant #{grant_id}.")
     releasing = release_hold and facts.hold_reason is not None
-    decision = facts.decide(ctx, now=now, background=background)
+    decision = facts.decide(ctx, now=now, background=background, by_staff=by_staff)
     claim: voucher_row.EmailClaim | None = None
     if not decision.acts and not releasing:
         outcome = _answer(facts, decision)  # read-only: nothing to reserve or record
@@ -155,7 +192,12 @@ def _provision(
         reserved = (
             _reserve_new(ctx, facts) if decision.action is Action.CREATE and not releasing else None
         ) or _reserve(
-            ctx, grant_id=grant_id, actor=actor, releasing=releasing, background=background
+            ctx,
+            grant_id=grant_id,
+            actor=actor,
+            releasing=releasing,
+            background=background,
+            by_staff=by_staff,
         )
         ran = run_work(ctx, reserved) if isinstance(reserved, Work) else Ran(reserved)
         outcome, claim = ran.outcome, ran.email
@@ -191,6 +233,7 @@ def _batchable(
     *,
     now: dt.datetime,
     background: bool,
+    by_staff: bool,
 ) -> list[list[int]]:
     """New grantees in chunks of one conference, for Pretix's batch_create (few: none)."""
     if ctx.pretix is None:
@@ -198,9 +241,9 @@ def _batchable(
     by_conference: dict[str, list[int]] = {}
     for grant_id in dict.fromkeys(grant_ids):
         found = facts.get(grant_id)
-        if found is not None and found.decide(ctx, now=now, background=background).action is (
-            Action.CREATE
-        ):
+        if found is not None and found.decide(
+            ctx, now=now, background=background, by_staff=by_staff
+        ).action is (Action.CREATE):
             by_conference.setdefault(found.ref.conference, []).append(grant_id)
     if sum(map(len, by_conference.values())) < _BATCH_MIN:
         return []
@@ -320,7 +363,13 @@ def _reserve_new(ctx: ServiceContext, facts: Facts) -> Work | None:
 
 
 def _reserve(
-    ctx: ServiceContext, *, grant_id: int, actor: Actor, releasing: bool, background: bool
+    ctx: ServiceContext,
+    *,
+    grant_id: int,
+    actor: Actor,
+    releasing: bool,
+    background: bool,
+    by_staff: bool,
 ) -> Work | ProvisionOutcome:
     """Decide again on fresh facts and take the row into its request; a lost race re-reads."""
     facts: Facts | None = None
@@ -338,7 +387,7 @@ def _reserve(
                     facts, hold_reason=None, grant=replace(facts.grant, hold_reason=None)
                 )
                 releasing = False
-            decision = facts.decide(ctx, now=now, background=background)
+            decision = facts.decide(ctx, now=now, background=background, by_staff=by_staff)
             reserved = _take(session, ctx, facts, decision, now=now)
             if reserved is not None:
                 return reserved
@@ -536,6 +585,11 @@ _WORDS: dict[Verdict, Callable[[Facts], tuple[ProvisionResult, str]]] = {
         f"{f.ref.full_name}'s grant has no email address.",
     ),
     Verdict.HELD: _held,
+    Verdict.WAITS_FOR_STAFF: lambda f: (
+        ProvisionResult.HELD,
+        f"{f.ref.full_name}'s grant was imported with --no-provision and waits for staff: "
+        "issue it by hand (/voucher issue) or in a bulk run.",
+    ),
     Verdict.NOT_ISSUING: lambda f: (
         ProvisionResult.NOT_ISSUING,
         f"{f.config.name if f.config else f.ref.conference_name} does not issue vouchers "

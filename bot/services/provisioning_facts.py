@@ -48,6 +48,7 @@ class Facts:
         now: dt.datetime,
         background: bool,
         respect_schedule: bool = False,
+        by_staff: bool = False,
     ) -> Decision:
         """The one rule, applied to these facts."""
         return decide(
@@ -62,6 +63,7 @@ class Facts:
             now=now,
             background=background,
             respect_schedule=respect_schedule,
+            by_staff=by_staff,
         )
 
 
@@ -134,6 +136,7 @@ def _load_chunk(
                 hold_reason=grant.hold_reason,
                 name=grant.full_name,
                 email=grant.email,
+                waits_for_staff=grant.waits_for_staff,
             ),
             hold_reason=grant.hold_reason,
             voucher=by_person.get((grant.conference_id, grant.email_key or "")),

@@ -41,6 +41,7 @@ class Verdict(enum.StrEnum):
     NOT_CONFIRMED = "not_confirmed"
     NO_EMAIL = "no_email"
     HELD = "held"
+    WAITS_FOR_STAFF = "waits_for_staff"  # imported with --no-provision; staff must take it
     NOT_ISSUING = "not_issuing"
     UNMAILABLE = "unmailable"
     EMAIL_CHANGED = "email_changed"
@@ -62,6 +63,7 @@ class GrantFacts:
     hold_reason: str | None
     name: str = ""
     email: str | None = None
+    waits_for_staff: bool = False  # imported with `--no-provision`
 
     @property
     def email_problem(self) -> str | None:
@@ -119,6 +121,7 @@ def decide(
     now: dt.datetime,
     background: bool = False,
     respect_schedule: bool = False,
+    by_staff: bool = False,
 ) -> Decision:
     """The one provisioning rule.
 
@@ -126,8 +129,11 @@ def decide(
     a live row tied to this grant under another email. `background` is the reconciler: it
     leaves failed rows to staff; with `respect_schedule` it also waits for a row's next
     scheduled attempt (when it looks for due work; the work it then took is not waiting).
+    `by_staff` is a person acting (`/voucher issue`, `provision`, Retry, a bulk run): only
+    they take a grant that waits for staff (imported with `--no-provision`); the webhook path
+    and the reconciler leave it alone.
     """
-    refusal = _refusal(grant, conference)
+    refusal = _refusal(grant, conference, by_staff=by_staff)
     if refusal is not None:
         return refusal
     if moved is not None and moved.state is not VoucherState.REVOKED:
@@ -145,7 +151,7 @@ def decide(
     return decision
 
 
-def _refusal(grant: GrantFacts, conference: ConferenceFacts) -> Decision | None:
+def _refusal(grant: GrantFacts, conference: ConferenceFacts, *, by_staff: bool) -> Decision | None:
     """The reasons a grant gets no voucher at all, before any row is looked at."""
     if not conference.configured:
         return _nothing(Verdict.NOT_CONFIGURED)
@@ -157,6 +163,8 @@ def _refusal(grant: GrantFacts, conference: ConferenceFacts) -> Decision | None:
         return _nothing(Verdict.HELD)
     if not conference.issue_vouchers:
         return _nothing(Verdict.NOT_ISSUING)
+    if grant.waits_for_staff and not by_staff:
+        return _nothing(Verdict.WAITS_FOR_STAFF)
     return None
 
 

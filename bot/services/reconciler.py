@@ -137,7 +137,8 @@ def due_grants(ctx: ServiceContext, *, limit: int, page: int = 200) -> list[int]
 
 
 def _candidate(now: dt.datetime) -> ColumnElement[bool]:
-    """SQL: a confirmed, unheld grant that the rule might act on (a superset of "due")."""
+    """SQL: a confirmed, unheld grant not waiting for staff that the rule might act on (a
+    superset of "due")."""
     person = and_(CV.conference_id == Grant.conference_id, CV.email_key == Grant.email_key)
     settled = or_(
         CV.state.in_([VoucherState.FAILED, VoucherState.NEEDS_REVIEW, VoucherState.REVOKING]),
@@ -162,6 +163,7 @@ def _candidate(now: dt.datetime) -> ColumnElement[bool]:
     return and_(
         Grant.status == GrantStatus.CONFIRMED,
         Grant.hold_reason.is_(None),
+        Grant.waits_for_staff.is_(False),
         Grant.email_key.is_not(None),
         ~exists(select(CV.id).where(person, settled)),
         ~exists(select(CV.id).where(moved)),
