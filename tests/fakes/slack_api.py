@@ -71,6 +71,7 @@ class SlackCall:
     headers: dict[str, str]
     status: int
     response: dict[str, Any] = field(default_factory=dict)  # the JSON answered; {} if none
+    at: float = field(default_factory=time.monotonic)  # when it was answered (monotonic)
 
     @property
     def token(self) -> str | None:
