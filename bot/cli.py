@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import sys
 from collections import Counter
@@ -29,6 +30,7 @@ from sqlalchemy.exc import OperationalError
 from bot import migrations
 from bot.bootstrap import Bot, build_bot, startup_summary
 from bot.logs import configure_logging
+from bot.services import bulk
 from bot.services.actors import Actor
 from bot.services.checks import (
     CheckResult,
@@ -926,3 +928,178 @@ def _why_no_email_now(bot: Bot, grant: GrantRef) -> str | None:
     if report is not None and report.status is not GrantStatus.CONFIRMED:
         return f"the grant is {report.status.value}, not confirmed"
     return None
+
+
+# --- bulk issuance (the same request, approval and run as Slack's /voucher bulk) ------------
+
+bulk_app = typer.Typer(
+    help="Issue vouchers to every confirmed grantee of a conference who is due one.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(bulk_app, name="bulk")
+
+BulkConference = Annotated[
+    str | None,
+    typer.Argument(
+        help="Conference code; may be left out when only one conference issues vouchers.",
+        metavar="[CONF]",
+        show_default=False,
+    ),
+]
+# Preview branches after which a person should look (exit status 1).
+_BULK_NEEDS_PERSON = frozenset(
+    {bulk.Branch.HELD, bulk.Branch.NO_EMAIL, bulk.Branch.EMAIL_CHANGED, bulk.Branch.OTHER}
+)
+
+
+@bulk_app.command("preview")
+def bulk_preview(conference: BulkConference = None) -> None:
+    """Counts by branch and the list of grantees a bulk run would take; changes nothing."""
+    with _bot() as bot:
+        preview = _bulk_preview(bot, conference)
+    raise typer.Exit(_print_bulk_preview(preview))
+
+
+@bulk_app.command("run")
+def bulk_run(
+    conference: BulkConference = None, yes: YesOption = False, dry_run: DryRunOption = False
+) -> None:
+    """Freeze the list, approve it as you, and run it with a progress bar; then the summary.
+
+    Asks before it starts unless --yes; without a terminal (CI, scripts) it goes ahead.
+    The audit log records the request and its approval by the person running this command.
+    """
+    with _bot() as bot:
+        preview = _bulk_preview(bot, conference)
+        if dry_run or preview.nothing_to_do:
+            if not dry_run:
+                out.print("Nothing to do: no grantee is due a voucher or an email.")
+            raise typer.Exit(_print_bulk_preview(preview, dry_run=dry_run))
+        if not yes and _is_terminal():
+            _print_bulk_preview(preview)
+            question = (
+                f"Issue to {preview.to_do} grantee{'s' if preview.to_do != 1 else ''} of "
+                f"{preview.conference_name} now ({_bulk_counts(preview, actionable=True)})?"
+            )
+            if not typer.confirm(question, default=False, err=True):
+                err.print("Nothing done.")
+                raise typer.Exit(OK)
+        ttl = dt.timedelta(minutes=bot.settings.bulk_request_ttl_minutes)
+        actor = _actor()
+        frozen = bulk.request_bulk(
+            bot.services, conference=preview.conference, actor=actor, ttl=ttl
+        )
+        if frozen.request is None:
+            out.print("Nothing to do any more: no grantee is due a voucher or an email.")
+            raise typer.Exit(OK)
+        request_id = frozen.request.request_id
+        decision = bulk.decide_bulk(
+            bot.services, request_id=request_id, actor=actor, approve=True, allow_self_approval=True
+        )
+        if decision.result is not bulk.DecisionResult.APPROVED:
+            err.print(decision.message, markup=False)
+            raise typer.Exit(NEEDS_PERSON)
+        with _progress() as progress:
+            reporter = _BulkBar(progress, total=frozen.to_do)
+            summary = bulk.run_bulk(
+                bot.services, request_id=request_id, actor=actor, reporter=reporter
+            )
+    raise typer.Exit(_print_bulk_summary(summary))
+
+
+def _bulk_preview(bot: Bot, conference: str | None) -> bulk.BulkPreview:
+    try:
+        return bulk.preview_bulk(bot.services, conference=conference)
+    except bulk.BulkConferenceError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(BAD_INPUT) from None
+
+
+def _bulk_counts(preview: bulk.BulkPreview, *, actionable: bool | None = None) -> str:
+    return ", ".join(
+        f"{count} {bulk.BRANCH_LABEL[branch]}"
+        for branch, count in sorted(
+            preview.counts.items(), key=lambda kv: list(bulk.Branch).index(kv[0])
+        )
+        if actionable is None or (branch in bulk.ACTIONABLE) == actionable
+    )
+
+
+def _print_bulk_preview(preview: bulk.BulkPreview, *, dry_run: bool = False) -> int:
+    """Print the counts and the list; the exit status (1 when a person should look)."""
+    head = "Dry run, nothing done. " if dry_run else ""
+    out.print(
+        f"{head}Bulk preview for {preview.conference_name} ({preview.conference}): "
+        f"{len(preview.lines)} confirmed grant{'s' if len(preview.lines) != 1 else ''}, "
+        f"{preview.to_do} to do.",
+        markup=False,
+    )
+    if preview.lines:
+        out.print(f"  {_bulk_counts(preview)}", markup=False)
+        table = Table("grant", "name", "branch", "detail", box=None, pad_edge=False)
+        for line in preview.lines:
+            table.add_row(
+                line.grant.external_id,
+                line.grant.full_name,
+                bulk.BRANCH_LABEL[line.branch],
+                line.detail,
+            )
+        out.print(table)
+    return NEEDS_PERSON if preview.counts.keys() & _BULK_NEEDS_PERSON else OK
+
+
+class _BulkBar:
+    """The command line's bulk reporter: a progress bar with the run's counts."""
+
+    def __init__(self, bar: Progress, *, total: int) -> None:
+        self.bar = bar
+        self.task = bar.add_task("bulk run", total=total)
+
+    def progress(self, progress: bulk.BulkProgress) -> None:
+        """Move the bar after each chunk."""
+        self.bar.update(
+            self.task,
+            total=progress.total,
+            completed=progress.processed,
+            description=_bulk_progress_line(progress),
+        )
+
+    def finished(self, summary: bulk.BulkSummary) -> None:
+        """Nothing: the command prints the summary once the bar is gone."""
+
+
+def _bulk_progress_line(p: bulk.BulkProgress) -> str:
+    return (
+        f"created {p.created} · upgraded {p.upgraded} · emailed {p.emailed} · "
+        f"skipped {p.skipped} · failed {p.failed}"
+    )
+
+
+def _print_bulk_summary(summary: bulk.BulkSummary) -> int:
+    """Print what the run did, the failed and the skipped with why; the exit status."""
+    if not summary.ran:
+        err.print(summary.message, markup=False)
+        return NEEDS_PERSON
+    request = summary.request
+    number = f" #{request.request_id}" if request else ""
+    out.print(f"Bulk run{number} done in {summary.seconds:.1f} s.", markup=False)
+    if summary.progress is not None:
+        out.print(f"  {_bulk_progress_line(summary.progress)}", markup=False)
+    for title, lines in (
+        ("Failed", summary.failed),
+        ("Skipped (changed since the preview)", summary.skipped),
+    ):
+        if not lines:
+            continue
+        out.print(f"{title}: {len(lines)}", markup=False)
+        for line in lines:
+            who = f"{line.grant.full_name} (grant {line.grant.external_id})"
+            out.print(f"  {who}: {line.detail}", markup=False)
+    if summary.failed:
+        out.print(
+            "Run `.venv/bin/voucher-bot bulk run` again to retry the failed ones once their "
+            "cause is fixed.",
+            markup=False,
+        )
+    return NEEDS_PERSON if summary.failed or summary.skipped else OK

@@ -8,6 +8,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.bootstrap import Bot
+from bot.services.bulk import BulkReporter, NoReporter, expire_due, resume_stalled
 from bot.services.housekeeping import purge_old_records
 from bot.services.reconciler import reconcile_once
 
@@ -38,6 +39,16 @@ def build_scheduler(bot: Bot) -> BackgroundScheduler:
         max_instances=1,
         coalesce=True,
     )
+    scheduler.add_job(
+        _bulk,
+        "interval",
+        args=[bot],
+        seconds=BULK_INTERVAL_SECONDS,
+        id="bulk",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5),
+    )
     if bot.slack is not None:
         staff = bot.slack.edge.staff
         scheduler.add_job(
@@ -50,6 +61,25 @@ def build_scheduler(bot: Bot) -> BackgroundScheduler:
             next_run_time=dt.datetime.now(dt.UTC),
         )
     return scheduler
+
+
+BULK_INTERVAL_SECONDS = 30  # expiring bulk requests, resuming runs whose runner died
+
+
+def _bulk_reporter_for(bot: Bot) -> BulkReporter:
+    """Who hears a resumed bulk run (the Slack side replaces this with its message)."""
+    return NoReporter()
+
+
+def _bulk(bot: Bot) -> None:
+    try:
+        expired = expire_due(bot.services)
+        resumed = resume_stalled(bot.services, lambda _ref: _bulk_reporter_for(bot))
+    except Exception:
+        log.exception("bulk job failed")
+        return
+    if expired or resumed:
+        log.info("bulk requests", expired=len(expired), resumed=resumed)
 
 
 def _housekeeping(bot: Bot) -> None:

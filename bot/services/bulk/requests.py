@@ -245,13 +245,10 @@ def _frozen_emails(session: Session, grant_ids: list[int]) -> dict[int, str | No
     """The address of each grant as it is frozen (the run checks it again)."""
     found: dict[int, str | None] = {}
     for start in range(0, len(grant_ids), 1000):
-        found |= dict(
-            session.execute(
-                select(Grant.id, Grant.email_key).where(
-                    Grant.id.in_(grant_ids[start : start + 1000])
-                )
-            ).tuples()
-        )
+        for grant_id, email_key in session.execute(
+            select(Grant.id, Grant.email_key).where(Grant.id.in_(grant_ids[start : start + 1000]))
+        ):
+            found[grant_id] = email_key
     return found
 
 

@@ -483,13 +483,14 @@ def _finish(ctx: ServiceContext, runner: _Runner, actor: Actor, *, seconds: floa
                 seconds=seconds,
                 message=f"Bulk request #{runner.request_id} was taken over by another runner.",
             )
-        results = dict(
-            session.execute(
+        results = {
+            result: count
+            for result, count in session.execute(
                 select(BulkItem.result, func.count())
                 .where(BulkItem.request_id == runner.request_id)
                 .group_by(BulkItem.result)
-            ).tuples()
-        )
+            )
+        }
         stored = {
             "counts": runner.counts.as_dict(),
             "results": {str(k): int(v) for k, v in results.items()},
