@@ -8,7 +8,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.bootstrap import Bot
-from bot.services.bulk import BulkReporter, NoReporter, expire_due, resume_stalled
+from bot.services.bulk import BulkRef, BulkReporter, NoReporter, expire_due, resume_stalled
 from bot.services.housekeeping import purge_old_records
 from bot.services.reconciler import reconcile_once
 
@@ -66,15 +66,20 @@ def build_scheduler(bot: Bot) -> BackgroundScheduler:
 BULK_INTERVAL_SECONDS = 30  # expiring bulk requests, resuming runs whose runner died
 
 
-def _bulk_reporter_for(bot: Bot) -> BulkReporter:
-    """Who hears a resumed bulk run (the Slack side replaces this with its message)."""
-    return NoReporter()
+def _bulk_reporter_for(bot: Bot, request: BulkRef) -> BulkReporter:
+    """Who hears a resumed bulk run: with Slack, its card (the same message) continues."""
+    if bot.slack is None:
+        return NoReporter()
+    return bot.slack.edge.bulk.reporter(request)
 
 
 def _bulk(bot: Bot) -> None:
     try:
         expired = expire_due(bot.services)
-        resumed = resume_stalled(bot.services, lambda _ref: _bulk_reporter_for(bot))
+        if bot.slack is not None:
+            for request in expired:  # each once: its card says Expired, buttons gone
+                bot.slack.edge.bulk.expired(request)
+        resumed = resume_stalled(bot.services, lambda ref: _bulk_reporter_for(bot, ref))
     except Exception:
         log.exception("bulk job failed")
         return
