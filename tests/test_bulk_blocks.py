@@ -35,9 +35,7 @@ EXPIRES = dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.UTC)
 NASTY = "<!channel> & Co"
 
 
-def grantees(
-    count: int, branch: str = "new", *, name: str = "Ada Yilmaz"
-) -> list[BulkGrantee]:
+def grantees(count: int, branch: str = "new", *, name: str = "Ada Yilmaz") -> list[BulkGrantee]:
     return [
         BulkGrantee(f"{5000 + i}", f"{name} {i}", f"ada{i}@example.org", branch)
         for i in range(count)

@@ -23,7 +23,8 @@ from bot.bootstrap import Bot
 from bot.conferences import ConferenceConfig
 from bot.scheduler import build_scheduler
 from bot.server import create_web_app
-from bot.services.bulk import get_request
+from bot.services.actors import Actor
+from bot.services.bulk import DecisionResult, decide_bulk, get_request
 from bot.services.context import ServiceContext
 from bot.services.intake import ingest_grant
 from bot.services.notifications import GrantPayload
@@ -35,7 +36,7 @@ from bot.slack.blocks import (
     TEXT_LIMIT,
 )
 from bot.slack.bulk_card import MIN_UPDATE_SECONDS, card_ref
-from bot.storage import AuditEvent, BulkStatus, Conference, Grant, SlackOutbox
+from bot.storage import AuditEvent, BulkStatus, Conference, Grant, SlackOutbox, Source
 from tests.conftest import TEST_ACTOR, serve_app, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.slack_api import FakeSlack, SlackCall
@@ -595,3 +596,42 @@ def test_retry_failed_makes_a_new_preview_that_needs_approval_again(
     settle(running_bot)
     assert len(pretix_server.all_vouchers()) == 12
     assert "*Done*" in shown(card_of(slack_api, retry_id))
+
+
+def test_a_run_the_approving_process_never_started_is_resumed_on_the_same_card(
+    http: httpx.Client,
+    slack_api: FakeSlack,
+    running_bot: Bot,
+    ctx3: ServiceContext,
+    conference: ConferenceConfig,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    _, answer = ask_for_bulk(http, slack_api, running_bot, conference.code)
+    request_id = request_id_of(answer)
+    card = card_of(slack_api, request_id)
+    # The approving process died between the decision and the run: approved, never started.
+    decision = decide_bulk(
+        ctx3,
+        request_id=request_id,
+        actor=Actor(Source.BUTTON, STAFF_USER_2),
+        approve=True,
+        allow_self_approval=False,
+    )
+    assert decision.result is DecisionResult.APPROVED and pretix_server.writes() == []
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    ctx3.clock = lambda: later
+
+    # Another process's scheduler: its bulk job resumes the run with the Slack reporter.
+    job = build_scheduler(running_bot).get_job("bulk")
+    job.func(*job.args)
+    settle(running_bot)
+
+    final = card_of(slack_api, request_id)
+    assert final["ts"] == card["ts"]  # the same message, edited; no second card
+    assert "*Done*" in shown(final) and "created 3" in shown(final)
+    [summary] = replies(slack_api, card)
+    assert "finished in" in summary["text"]
+    tops = [m for m in slack_api.messages(GRANTS_CHANNEL) if m.get("thread_ts", m["ts"]) == m["ts"]]
+    assert len(tops) == 1
+    assert len(pretix_server.all_vouchers()) == 3 and len(smtp_server.wait_for(3)) == 3
