@@ -54,8 +54,11 @@ def _serve(conn: Connection, latency: float) -> None:
                         "emails": len(smtp.messages),
                         "slack_calls": len(slack.calls()),
                         "slack_responses": len(slack.responses()),
+                        "smtp_peers": [m.peer for m in smtp.messages],
                     }
                 )
+            elif isinstance(command, tuple) and command[0] == "seed":
+                conn.send([pretix.seed_voucher(**fields) for fields in command[1]])
             elif command == "stop":
                 conn.send("stopped")
                 return
@@ -72,9 +75,16 @@ class FakesProcess:
         self.endpoints: Endpoints = self._conn.recv()
 
     def stats(self) -> dict[str, Any]:
-        """Requests Pretix received (by method), vouchers, emails, Slack calls and answers."""
+        """Requests Pretix received (by method), vouchers, emails, Slack calls and answers, the
+        SMTP peer (one per connection) of each email received."""
         self._conn.send("stats")
         answer: dict[str, Any] = self._conn.recv()
+        return answer
+
+    def seed_vouchers(self, vouchers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Put vouchers made elsewhere straight into the Pretix fake; returns them as JSON."""
+        self._conn.send(("seed", vouchers))
+        answer: list[dict[str, Any]] = self._conn.recv()
         return answer
 
     def stop(self) -> None:
