@@ -112,6 +112,12 @@ def test_nothing_due_says_so_without_buttons() -> None:
     assert "Nothing is due" in shown(message) and "4 already done" in shown(message)
     empty = bulk_card_message(card(branches={}, grantees=[]))
     assert buttons(empty) == [] and "Nothing is due" in shown(empty)
+    # Nothing stored (the asker's own answer): no request number, nobody named.
+    unstored = bulk_card_message(
+        card(request_id=None, requested_by="", branches={"held": 2}, grantees=[])
+    )
+    assert "#" not in unstored.text and "asked by" not in shown(unstored)
+    assert "2 held for staff" in shown(unstored) and buttons(unstored) == []
 
 
 @pytest.mark.parametrize(

@@ -227,24 +227,19 @@ def bulk_summary_message(report: BulkReport) -> Message:
     return _message(headline, blocks)
 
 
-def bulk_command_answer(*, channel: str, request_id: int | None, due: int) -> Message:
+def bulk_command_answer(*, channel: str, request_id: int, due: int) -> Message:
     """What `/voucher bulk` tells the asker once the preview is queued for the channel."""
     where = (
         _Rich(f"<#{channel}>", f"#{channel}")
         if re.fullmatch(r"[CG][A-Z0-9]+", channel)
-        else (_data(channel, 100))
+        else _data(channel, 100)
     )
-    if request_id is None or due == 0:
-        text = _rich(
-            _icon(_INFO), "Nothing is due: no voucher to issue. I posted the counts in ", where, "."
-        )
-    else:
-        text = _rich(
-            _icon(_CHECKLIST),
-            f"Bulk request #{request_id} ({_plural(due, 'grantee', 'grantees')} due) is in ",
-            where,
-            ": a second member of staff approves it there.",
-        )
+    text = _rich(
+        _icon(_CHECKLIST),
+        f"Bulk request #{request_id} ({_plural(due, 'grantee', 'grantees')} due) is in ",
+        where,
+        ": a second member of staff approves it there.",
+    )
     return _message(text, [_section(text)])
 
 
@@ -328,9 +323,10 @@ def _headline(card: BulkCard) -> _Rich:
         _bold(card.conference_name),
         " (",
         _code(card.conference),
-        "), asked by ",
-        _person(card.requested_by),
+        ")",
     ]
+    if card.requested_by:
+        parts += [", asked by ", _person(card.requested_by)]
     if card.retry_of:
         parts += [" (the failed grantees of #", str(card.retry_of), ")"]
     parts.append(".")
@@ -538,13 +534,9 @@ def _fallback(card: BulkCard) -> _Rich:
         BulkPhase.RUNNING: "running",
         BulkPhase.DONE: "done",
     }[card.phase]
-    if card.due == 0:
-        state = "nothing due"
-    return _rich(
-        f"Bulk issuance #{card.request_id} for ",
-        card.conference_name,
-        f": {card.due:,} due, {state}.",
-    )
+    number = f" #{card.request_id}" if card.request_id is not None else ""
+    summary = "nothing due" if card.due == 0 else f"{card.due:,} due, {state}"
+    return _rich(f"Bulk issuance{number} for ", card.conference_name, f": {summary}.")
 
 
 def _duration(seconds: float) -> str:
