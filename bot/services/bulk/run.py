@@ -7,7 +7,7 @@ runner that lost it notices at its next record and stops. Each grantee is checke
 its turn (still confirmed, same email, not held, not issued meanwhile) and provisioned
 through the one service, `provision_many`, which batches new vouchers, claims and records
 each email exactly once, and (with `publish=False`) leaves the per-grantee threads alone.
-Two chunks are in flight at a time, so one's emails overlap the next one's Pretix work.
+Several chunks are in flight at a time, so one's emails overlap the next one's Pretix work.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ from bot.storage import BulkItem, BulkItemState, BulkRequest, BulkStatus, GrantS
 log = structlog.get_logger(__name__)
 
 CHUNK = 100  # grantees per chunk: one batch_create, one progress report, one lease renewal
-PIPELINE = 2  # chunks in flight at once
+# Chunks in flight at once: one's emails (each claimed, sent, recorded in turn over the
+# thread's SMTP connection) overlap the others' Pretix work. 4 measured best on two cores.
+PIPELINE = 4
 WORKERS = 8  # provisioning threads per chunk (upgrades are one PATCH each)
 RESUME_GRACE = dt.timedelta(minutes=1)  # an approved request not started by then is started
 RESUMER = Actor(Source.SCHEDULER, "bulk-resume")
@@ -413,6 +415,7 @@ def run_bulk(
     actor: Actor,
     reporter: BulkReporter,
     chunk_size: int = CHUNK,
+    pipeline: int = PIPELINE,
 ) -> BulkSummary:
     """Run an approved request (or take over a crashed run of it) to its end.
 
@@ -431,7 +434,7 @@ def run_bulk(
     runner = _Runner(ctx, request_id, actor, reporter, until, total, counts)
     runner.tell(runner.progress())
     chunks = [items[start : start + chunk_size] for start in range(0, len(items), chunk_size)]
-    with ThreadPoolExecutor(max_workers=PIPELINE, thread_name_prefix="bulk") as pool:
+    with ThreadPoolExecutor(max_workers=max(pipeline, 1), thread_name_prefix="bulk") as pool:
         list(pool.map(runner.run_chunk, chunks))
     if runner.lost:
         summary = BulkSummary(
