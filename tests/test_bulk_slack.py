@@ -36,12 +36,19 @@ from bot.slack.blocks import (
     TEXT_LIMIT,
 )
 from bot.slack.bulk_card import MIN_UPDATE_SECONDS, card_ref
-from bot.storage import AuditEvent, BulkStatus, Conference, Grant, SlackOutbox, Source
+from bot.storage import (
+    AuditEvent,
+    BulkStatus,
+    Conference,
+    Grant,
+    OutboxKind,
+    SlackOutbox,
+    Source,
+)
 from tests.conftest import TEST_ACTOR, serve_app, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.slack_api import FakeSlack, SlackCall
 from tests.fakes.slack_fixtures import (
-    GRANTS_CHANNEL,
     GUEST_USER,
     SIGNING_SECRET,
     STAFF_GROUP,
@@ -53,6 +60,18 @@ from tests.fakes.smtp_server import FakeSmtpServer
 from tests.helpers import post_slack_outbox
 
 STAFF_USER_3 = "U0STAFF3"
+
+
+@pytest.fixture
+def conference(conference: ConferenceConfig, slack_api: FakeSlack) -> ConferenceConfig:
+    """The test's conference with a channel of its own.
+
+    Tests share the database and every fake Slack hands out the same ts sequence, so a card
+    another test left in the outbox must never land on this test's messages.
+    """
+    channel = f"C{unique('').upper()}"
+    slack_api.add_channel(channel, f"grants-{channel.lower()}")
+    return conference.model_copy(update={"slack_channel": channel})
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +120,7 @@ def ask_for_bulk(
 
 def card_of(slack_api: FakeSlack, request_id: int) -> dict[str, Any]:
     """The bulk request's message in the conference channel, in its latest state."""
-    for message in slack_api.messages(GRANTS_CHANNEL):
+    for message in slack_api.messages():  # request ids are unique across tests
         top_level = message.get("thread_ts", message["ts"]) == message["ts"]
         if f"#{request_id} " in message.get("text", "") and top_level:
             return message
@@ -112,7 +131,7 @@ def replies(slack_api: FakeSlack, card: dict[str, Any]) -> list[dict[str, Any]]:
     """The messages in a card's thread (the summary, ...), the card itself left out."""
     return [
         m
-        for m in slack_api.messages(GRANTS_CHANNEL)
+        for m in slack_api.messages(card["channel"])
         if m.get("thread_ts") == card["ts"] and m["ts"] != card["ts"]
     ]
 
@@ -155,8 +174,17 @@ def click(
     return name, body
 
 
-def card_updates(slack_api: FakeSlack, ts: str) -> list[SlackCall]:
-    return [c for c in slack_api.calls("chat.update") if c.args.get("ts") == ts and c.status == 200]
+def in_channel(slack_api: FakeSlack, method: str, channel: str) -> list[SlackCall]:
+    """The calls of `method` that went to `channel` (the test's own conference channel)."""
+    return [c for c in slack_api.calls(method) if c.args.get("channel") == channel]
+
+
+def card_updates(slack_api: FakeSlack, card: dict[str, Any]) -> list[SlackCall]:
+    return [
+        c
+        for c in in_channel(slack_api, "chat.update", card["channel"])
+        if c.args.get("ts") == card["ts"] and c.status == 200
+    ]
 
 
 def audit(db: Any, action: str) -> list[AuditEvent]:
@@ -205,7 +233,7 @@ def test_bulk_posts_one_preview_card_in_the_conference_channel_and_tells_the_ask
 
     assert "Freezing the list" in ack.json()["text"]
     assert answer["response_type"] == "ephemeral"
-    assert f"<#{GRANTS_CHANNEL}>" in json.dumps(answer["blocks"])
+    assert f"<#{conference.slack_channel}>" in json.dumps(answer["blocks"])
     request_id = request_id_of(answer)
     card = card_of(slack_api, request_id)
     assert buttons(card) == [
@@ -215,7 +243,7 @@ def test_bulk_posts_one_preview_card_in_the_conference_channel_and_tells_the_ask
     assert f"<!subteam^{STAFF_GROUP}>" in shown(card) and f"<@{STAFF_USER}>" in shown(card)
     assert "*3* new vouchers" in shown(card) and "Jane Doe" in shown(card)
     assert pretix_server.writes() == []  # nothing is done before approval
-    assert slack_api.uploads() == []  # three names fit on the card: no CSV
+    assert [u for u in slack_api.uploads() if u.channel == card["channel"]] == []  # no CSV
     assert running_bot.slack is not None
     assert running_bot.slack.outbox.ts(card_ref(request_id)) == card["ts"]
 
@@ -227,7 +255,7 @@ def test_nothing_due_says_so_and_posts_no_buttons(
 
     assert "Nothing is due" in json.dumps(answer["blocks"])
     assert "actions" not in json.dumps(answer["blocks"])
-    assert slack_api.calls("chat.postMessage") == []
+    assert in_channel(slack_api, "chat.postMessage", conference.slack_channel or "") == []
 
 
 def test_non_staff_can_neither_ask_nor_click_and_every_refusal_is_audited(
@@ -496,14 +524,18 @@ def test_600_grantees_a_preview_within_slack_limits_with_the_csv_then_a_run_that
     assert all(len(b["text"]["text"]) <= TEXT_LIMIT for b in blocks if "text" in b)
     card = card_of(slack_api, request_id)
     assert "and 585 more" in shown(card) and "CSV file in this thread" in shown(card)
-    [upload] = slack_api.uploads()
-    assert upload.completed and upload.thread_ts == card["ts"] and upload.channel == GRANTS_CHANNEL
+    [upload] = [u for u in slack_api.uploads() if u.channel == conference.slack_channel]
+    assert (
+        upload.completed
+        and upload.thread_ts == card["ts"]
+        and upload.channel == conference.slack_channel
+    )
     assert upload.content is not None and len(upload.content.decode().splitlines()) == 601
 
     # The run, with the poster delivering as it would in production (its own thread).
     assert running_bot.slack is not None
     poster = running_bot.slack.poster
-    before = {method: slack_api.count(method) for method in ("chat.postMessage", "chat.update")}
+    before = len(in_channel(slack_api, "chat.postMessage", card["channel"]))
     poster.start()
     try:
         started = time.monotonic()
@@ -512,7 +544,7 @@ def test_600_grantees_a_preview_within_slack_limits_with_the_csv_then_a_run_that
         deadline = time.monotonic() + 30
         while not [
             m
-            for m in slack_api.messages(GRANTS_CHANNEL)
+            for m in slack_api.messages(card["channel"])
             if m.get("thread_ts") == card["ts"] and "finished in" in m.get("text", "")
         ]:
             assert time.monotonic() < deadline, "no summary reply"
@@ -526,16 +558,29 @@ def test_600_grantees_a_preview_within_slack_limits_with_the_csv_then_a_run_that
         len(pretix_server.all_vouchers()) == 600
         and len(smtp_server.wait_for(600, timeout=60)) == 600
     )
-    updates = card_updates(slack_api, card["ts"])
+    updates = card_updates(slack_api, card)
     gaps = [b.at - a.at for a, b in itertools.pairwise(updates)]
-    posts = slack_api.count("chat.postMessage") - before["chat.postMessage"]
+    posts = len(in_channel(slack_api, "chat.postMessage", card["channel"])) - before
     figures = (
         f"{elapsed:.1f} s from approval to summary, {len(updates)} chat.update of the card "
         f"(gaps {[round(g, 2) for g in gaps]}), {posts} chat.postMessage"
     )
     assert posts == 1, figures  # the summary reply; not one message per grantee
     assert 2 <= len(updates) <= 2 + elapsed / MIN_UPDATE_SECONDS, figures
-    assert all(gap >= MIN_UPDATE_SECONDS - 0.25 for gap in gaps), figures  # one every 2 s
+    # The reporter queues a new state of the card at most once every 2 s (the poster may
+    # deliver one late, so the gaps at Slack vary; their number is what Slack sees).
+    with ctx.db.transaction() as session:
+        queued = list(
+            session.scalars(
+                select(SlackOutbox.created_at)
+                .where(
+                    SlackOutbox.ref == card_ref(request_id), SlackOutbox.kind == OutboxKind.UPDATE
+                )
+                .order_by(SlackOutbox.id)
+            )
+        )
+    queued_gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(queued)]
+    assert all(gap >= MIN_UPDATE_SECONDS - 0.05 for gap in queued_gaps), (queued_gaps, figures)
     with ctx.db.transaction() as session:
         threads = session.scalar(
             select(func.count())
@@ -632,6 +677,8 @@ def test_a_run_the_approving_process_never_started_is_resumed_on_the_same_card(
     assert "*Done*" in shown(final) and "created 3" in shown(final)
     [summary] = replies(slack_api, card)
     assert "finished in" in summary["text"]
-    tops = [m for m in slack_api.messages(GRANTS_CHANNEL) if m.get("thread_ts", m["ts"]) == m["ts"]]
+    tops = [
+        m for m in slack_api.messages(card["channel"]) if m.get("thread_ts", m["ts"]) == m["ts"]
+    ]
     assert len(tops) == 1
     assert len(pretix_server.all_vouchers()) == 3 and len(smtp_server.wait_for(3)) == 3

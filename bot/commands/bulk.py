@@ -177,12 +177,7 @@ def _refusal(decision: BulkDecision) -> Message:
 def _run(edge: SlackEdge, actor: Actor, request_id: int, *, just_updated: bool) -> None:
     reporter = edge.bulk.reporter_for(request_id, just_updated=just_updated)
     summary = run_bulk(edge.services, request_id=request_id, actor=actor, reporter=reporter)
-    log.info(
-        "bulk run ended",
-        request=request_id,
-        outcome=summary.outcome.value,
-        card_updates=reporter.updates,
-    )
+    log.info("bulk run ended", request=request_id, outcome=summary.outcome.value)
 
 
 # --- Retry failed ------------------------------------------------------------------------------

@@ -17,13 +17,16 @@ import time
 from collections.abc import Callable, Sequence
 
 import structlog
+from sqlalchemy import select
 
 from bot.services.bulk import (
     BulkLine,
     BulkPreview,
     BulkProgress,
     BulkRef,
+    BulkReporter,
     BulkSummary,
+    NoReporter,
     request_lines,
 )
 from bot.services.context import ServiceContext
@@ -39,7 +42,7 @@ from bot.slack.blocks import (
     wants_csv,
 )
 from bot.slack.outbox import Outbox
-from bot.storage import BulkStatus
+from bot.storage import BulkStatus, OutboxKind, OutboxState, SlackMessage, SlackOutbox
 
 log = structlog.get_logger(__name__)
 
@@ -157,7 +160,13 @@ class BulkCardPublisher:
         return True
 
     def show(self, request_id: int) -> BulkRef | None:
-        """Redraw the card in the request's current state (decided, expired...)."""
+        """Redraw the card in the request's current state (decided, expired...).
+
+        Only a request whose card was posted (or is queued) has one to redraw: a request made
+        elsewhere (a test, a script) gets no edit waiting for a message that never comes.
+        """
+        if not self._has_card(card_ref(request_id)):
+            return None
         stored = request_lines(self._services, request_id)
         if stored is None or stored.request is None:
             return None
@@ -169,15 +178,16 @@ class BulkCardPublisher:
         """The expiry job's word: the card says Expired, its buttons gone."""
         self.show(request.request_id)
 
-    def reporter_for(self, request_id: int, *, just_updated: bool = False) -> SlackBulkReporter:
+    def reporter_for(self, request_id: int, *, just_updated: bool = False) -> BulkReporter:
         """The reporter of a run (or a resumed run) over `request_id`: it edits the same card.
 
         `just_updated`: the card was edited a moment ago (the approval), so the first
-        progress update waits the usual interval.
+        progress update waits the usual interval. A request without a card (run from the
+        command line) reports to nobody here.
         """
         stored = request_lines(self._services, request_id)
-        if stored is None or stored.request is None:
-            raise LookupError(f"no bulk request #{request_id}")
+        if stored is None or stored.request is None or not self._has_card(card_ref(request_id)):
+            return NoReporter()
         return SlackBulkReporter(
             self,
             stored.request,
@@ -185,9 +195,21 @@ class BulkCardPublisher:
             last_update=self._clock() if just_updated else None,
         )
 
-    def reporter(self, request: BulkRef) -> SlackBulkReporter:
+    def reporter(self, request: BulkRef) -> BulkReporter:
         """`resume_stalled`'s reporter factory: a resumed run continues the same card."""
         return self.reporter_for(request.request_id)
+
+    def _has_card(self, ref: str) -> bool:
+        with self._services.db.transaction() as session:
+            posted = session.scalar(select(SlackMessage.ref).where(SlackMessage.ref == ref))
+            queued = session.scalar(
+                select(SlackOutbox.id).where(
+                    SlackOutbox.ref == ref,
+                    SlackOutbox.kind == OutboxKind.POST,
+                    SlackOutbox.state == OutboxState.PENDING,
+                )
+            )
+        return posted is not None or queued is not None
 
     # --- used by the reporter -------------------------------------------------------------
 
