@@ -42,7 +42,15 @@ from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailResult, ProvisionOutcome, ProvisionResult
 from bot.services.provisioning import provision_many
 from bot.services.provisioning_facts import Facts, load_facts
-from bot.storage import BulkItem, BulkItemState, BulkRequest, BulkStatus, GrantStatus, Source
+from bot.storage import (
+    BulkItem,
+    BulkItemState,
+    BulkRequest,
+    BulkStatus,
+    Conference,
+    GrantStatus,
+    Source,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -487,7 +495,7 @@ def _finish(ctx: ServiceContext, runner: _Runner, actor: Actor, *, seconds: floa
                 message=f"Bulk request #{runner.request_id} was taken over by another runner.",
             )
         results = {
-            result: count
+            str(result): int(count)
             for result, count in session.execute(
                 select(BulkItem.result, func.count())
                 .where(BulkItem.request_id == runner.request_id)
@@ -496,7 +504,7 @@ def _finish(ctx: ServiceContext, runner: _Runner, actor: Actor, *, seconds: floa
         }
         stored = {
             "counts": runner.counts.as_dict(),
-            "results": {str(k): int(v) for k, v in results.items()},
+            "results": results,
             "seconds": round(seconds, 3),
         }
         session.execute(
@@ -565,14 +573,16 @@ def _summary_of(
 
 
 def resume_stalled(ctx: ServiceContext, reporter_for: Callable[[BulkRef], BulkReporter]) -> int:
-    """Run the requests whose runner died (lease lapsed) or that were approved and never
-    started; how many this call ran (the background job's pass)."""
+    """Run the requests of the configured conferences whose runner died (lease lapsed) or
+    that were approved and never started; how many this call ran (the background job)."""
     now = ctx.clock()
     with ctx.db.transaction() as session:
         stalled = list(
             session.scalars(
                 select(BulkRequest.id)
+                .join(Conference, BulkRequest.conference_id == Conference.id)
                 .where(
+                    Conference.code.in_(list(ctx.conferences)),
                     or_(
                         and_(
                             BulkRequest.status == BulkStatus.RUNNING,
@@ -585,7 +595,7 @@ def resume_stalled(ctx: ServiceContext, reporter_for: Callable[[BulkRef], BulkRe
                             BulkRequest.status == BulkStatus.APPROVED,
                             BulkRequest.decided_at <= now - RESUME_GRACE,
                         ),
-                    )
+                    ),
                 )
                 .order_by(BulkRequest.id)
             )
