@@ -343,7 +343,7 @@ def _recheck(
 
 
 def _take(
-    ctx: ServiceContext, request_id: int
+    ctx: ServiceContext, request_id: int, actor: Actor
 ) -> tuple[RunOutcome | None, BulkRef | None, dt.datetime | None, dict[str, Any] | None]:
     """Take the runner's lease: (refusal or None, the request, the lease, stored progress)."""
     now = ctx.clock()
@@ -353,6 +353,7 @@ def _take(
         if found is None:
             return RunOutcome.NOT_FOUND, None, None, None
         request, conference = found
+        resumed = request.status is BulkStatus.RUNNING  # a runner died: take it over
         values: dict[str, Any] = {"status": BulkStatus.RUNNING, "run_lease_expires_at": until}
         if request.started_at is None:
             values["started_at"] = now
@@ -384,9 +385,9 @@ def _take(
             return refusal, _ref(request, conference), None, None
         add_audit_event(
             session,
-            actor=RESUMER if request.progress else Actor(Source.SCHEDULER, "bulk-run"),
+            actor=actor,
             action="bulk_run",
-            outcome="resumed" if request.progress is not None else "started",
+            outcome="resumed" if resumed else "started",
             conference_id=conference.id,
             detail={"request": request_id, "approved_by": request.decided_by},
         )
@@ -431,7 +432,7 @@ def run_bulk(
     skipped and listed. `reporter` hears the progress after each chunk and the summary once.
     """
     started = time.perf_counter()
-    refusal, ref, until, stored = _take(ctx, request_id)
+    refusal, ref, until, stored = _take(ctx, request_id, actor)
     if refusal is not None or until is None or ref is None:
         summary = _refused(ctx, refusal or RunOutcome.NOT_FOUND, ref, request_id)
         _finished(reporter, summary, request_id)
