@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
 
-from benchmarks.common import ACTOR, conference, services
+from benchmarks.common import ACTOR, DEFAULT_URL, conference, services
 from benchmarks.fakes_process import FakesProcess
 from bot import migrations
 from bot.conferences import ConferenceConfig
@@ -138,6 +140,105 @@ def _delta(after: dict[str, Any], before: dict[str, Any]) -> tuple[int, int, int
     return requests, len(peers), len(set(peers))
 
 
+@dataclass(frozen=True)
+class _Phase:
+    seconds: float
+    cpu: float
+    requests: int
+    posts: int
+    patches: int
+    emails: int
+    connections: int
+    results: dict[str, int]
+    updates: int = 0
+    progress_calls: int = 0
+    counts: dict[str, int] | None = None
+
+
+def _wire(
+    fakes: FakesProcess, db: Database, conf: ConferenceConfig
+) -> tuple[ServiceContext, PretixClient, SmtpMailer]:
+    ends = fakes.endpoints
+    client = PretixClient(base_url=ends.pretix_url, token=ends.pretix_token, timeout=30)
+    mailer = SmtpMailer(
+        host=ends.smtp_host, port=ends.smtp_port, tls="none",
+        sender="Grants <grants@pycon.example.org>", keep_alive=20.0,
+    )  # fmt: skip
+    return services(db, conf, pretix=client, mailer=mailer, url=ends.pretix_url), client, mailer
+
+
+def _measured(
+    fakes: FakesProcess, before: dict[str, Any], started: float, cpu: float, **fields: Any
+) -> _Phase:
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    after = fakes.stats()
+    requests, emails, connections = _delta(after, before)
+
+    def method(name: str) -> int:
+        return int(after["requests"].get(name, 0) - before["requests"].get(name, 0))
+
+    return _Phase(
+        seconds=seconds,
+        cpu=cpu_seconds,
+        requests=requests,
+        posts=method("POST"),
+        patches=method("PATCH"),
+        emails=emails,
+        connections=connections,
+        **fields,
+    )
+
+
+def _bulk_phase(fakes: FakesProcess, url: str, kinds: list[str]) -> _Phase:
+    db = _database(url)
+    conf = conference()
+    ctx, client, mailer = _wire(fakes, db, conf)
+    _populate(ctx, conf, fakes, kinds)
+    preview = request_bulk(ctx, conference=conf.code, actor=REQUESTER, ttl=dt.timedelta(days=1))
+    assert preview.request is not None
+    request_id = preview.request.request_id
+    reporter = ThrottledCount()
+    before = fakes.stats()
+    started, cpu = time.perf_counter(), time.process_time()
+    decision = decide_bulk(
+        ctx, request_id=request_id, actor=APPROVER, approve=True, allow_self_approval=False
+    )
+    summary = run_bulk(ctx, request_id=request_id, actor=APPROVER, reporter=reporter)
+    phase = _measured(
+        fakes,
+        before,
+        started,
+        cpu,
+        results=summary.results,
+        updates=reporter.updates,
+        progress_calls=reporter.calls,
+        counts={branch.value: n for branch, n in preview.counts.items()},
+    )
+    assert decision.won and summary.all_good, (decision, summary)
+    client.close()
+    mailer.close()
+    db.dispose()
+    return phase
+
+
+def _one_by_one_phase(fakes: FakesProcess, url: str, kinds: list[str]) -> _Phase:
+    db = _database(_second_url(url))
+    conf = conference()
+    ctx, client, mailer = _wire(fakes, db, conf)
+    ids = _populate(ctx, conf, fakes, kinds)
+    before = fakes.stats()
+    started, cpu = time.perf_counter(), time.process_time()
+    results = Counter(
+        provision_grant_voucher(ctx, grant_id=grant_id, actor=ACTOR).result.value
+        for grant_id in ids
+    )
+    phase = _measured(fakes, before, started, cpu, results=dict(results))
+    client.close()
+    mailer.close()
+    db.dispose()
+    return phase
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks bulk")
@@ -150,103 +251,44 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     configure_logging(level="WARNING")
-    import os
-
-    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
-        "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    )
+    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL", DEFAULT_URL)
     kinds = ["new"] * args.new + ["co_speaker"] * args.upgrades + ["speaker"] * args.speakers
     random.Random(10).shuffle(kinds)
-    total = len(kinds)
-
     fakes = FakesProcess(latency=args.latency_ms / 1000)
-    ends = fakes.endpoints
-
-    def wire(
-        db: Database, conf: ConferenceConfig
-    ) -> tuple[ServiceContext, PretixClient, SmtpMailer]:
-        client = PretixClient(base_url=ends.pretix_url, token=ends.pretix_token, timeout=30)
-        mailer = SmtpMailer(
-            host=ends.smtp_host, port=ends.smtp_port, tls="none",
-            sender="Grants <grants@pycon.example.org>", keep_alive=20.0,
-        )  # fmt: skip
-        return services(db, conf, pretix=client, mailer=mailer, url=ends.pretix_url), client, mailer
-
-    bulk_db = _database(url)
-    bulk_conf = conference()
-    bulk_ctx, bulk_client, bulk_mailer = wire(bulk_db, bulk_conf)
-    _populate(bulk_ctx, bulk_conf, fakes, kinds)
-
-    preview = request_bulk(
-        bulk_ctx, conference=bulk_conf.code, actor=REQUESTER, ttl=dt.timedelta(days=1)
-    )
-    assert preview.request is not None
-    before = fakes.stats()
-    reporter = ThrottledCount()
-    started, cpu_started = time.perf_counter(), time.process_time()
-    decision = decide_bulk(
-        bulk_ctx, request_id=preview.request.request_id, actor=APPROVER, approve=True,
-        allow_self_approval=False,
-    )  # fmt: skip
-    summary = run_bulk(
-        bulk_ctx, request_id=preview.request.request_id, actor=APPROVER, reporter=reporter
-    )
-    bulk_seconds = time.perf_counter() - started
-    bulk_cpu = time.process_time() - cpu_started
-    after = fakes.stats()
-    bulk_requests, bulk_emails, bulk_connections = _delta(after, before)
-    creates = after["requests"].get("POST", 0) - before["requests"].get("POST", 0)
-    assert decision.won and summary.ran, (decision, summary)
-
+    try:
+        bulk = _bulk_phase(fakes, url, kinds)
+        one = None if args.skip_one_by_one else _one_by_one_phase(fakes, url, kinds)
+    finally:
+        fakes.stop()
     print(
-        f"bulk: {total} confirmed grantees ({args.new} new, {args.upgrades} co-speaker "
+        f"bulk: {len(kinds)} confirmed grantees ({args.new} new, {args.upgrades} co-speaker "
         f"upgrades, {args.speakers} speakers emailed already), Pretix latency "
-        f"{args.latency_ms:.0f} ms, database {bulk_db.engine.url.get_backend_name()}"
+        f"{args.latency_ms:.0f} ms, Postgres"
     )
-    print(f"  preview counts   { {b.value: n for b, n in preview.counts.items()} }")
+    print(f"  preview          {bulk.counts}")
     print(
-        f"  bulk run         {bulk_seconds:7.2f} s from approval to summary "
-        f"(the bot's CPU {bulk_cpu:.2f} s)"
+        f"  bulk run         {bulk.seconds:7.2f} s from approval to summary (the bot's CPU "
+        f"{bulk.cpu:.2f} s): {bulk.results}"
     )
-    print(f"  results          {summary.results}")
     print(
-        f"  pretix requests  {bulk_requests} ({creates} POST batch_create for {args.new} "
-        f"creates, {after['requests'].get('PATCH', 0) - before['requests'].get('PATCH', 0)} PATCH)"
+        f"  pretix requests  {bulk.requests}: {bulk.posts} POST (batch_create, {args.new} "
+        f"creates), {bulk.patches} PATCH (upgrades), {bulk.requests - bulk.posts - bulk.patches} "
+        "GET (an upgrade reads its voucher first)"
     )
-    print(f"  emails sent      {bulk_emails} over {bulk_connections} SMTP connections")
-    slack_calls = 1 + 1 + reporter.updates + 1  # preview, CSV upload, updates, summary reply
+    print(f"  emails           {bulk.emails} over {bulk.connections} SMTP connections")
+    slack_calls = 1 + 1 + bulk.updates + 1  # preview, CSV upload, updates, summary reply
     print(
-        f"  slack            {reporter.calls} progress reports -> {reporter.updates} message "
+        f"  slack            {bulk.progress_calls} progress reports -> {bulk.updates} message "
         f"updates at one per {THROTTLE:.0f} s; {slack_calls} Slack calls with the preview, its "
-        "CSV and the summary reply (counted, no Slack in this benchmark)"
+        "CSV and the summary reply (counted: no Slack in this benchmark)"
     )
-    bulk_client.close()
-    bulk_mailer.close()
-
-    if not args.skip_one_by_one:
-        one_db = _database(_second_url(url))
-        one_conf = conference()
-        one_ctx, one_client, one_mailer = wire(one_db, one_conf)
-        ids = _populate(one_ctx, one_conf, fakes, kinds)
-        before = fakes.stats()
-        started = time.perf_counter()
-        results = Counter(
-            provision_grant_voucher(one_ctx, grant_id=grant_id, actor=ACTOR).result.value
-            for grant_id in ids
-        )
-        one_seconds = time.perf_counter() - started
-        after = fakes.stats()
-        one_requests, one_emails, one_connections = _delta(after, before)
-        one_client.close()
-        one_mailer.close()
-        one_db.dispose()
+    if one is not None:
         print(
-            f"  one at a time    {one_seconds:7.2f} s ({dict(results)}): {one_requests} Pretix "
-            f"requests, {one_emails} emails over {one_connections} SMTP connections"
+            f"  one at a time    {one.seconds:7.2f} s (the bot's CPU {one.cpu:.2f} s): "
+            f"{one.results}; {one.requests} Pretix requests, {one.emails} emails over "
+            f"{one.connections} SMTP connections"
         )
-        print(f"  ratio            bulk is {one_seconds / bulk_seconds:.1f}x faster")
-    fakes.stop()
-    bulk_db.dispose()
+        print(f"  ratio            the bulk run is {one.seconds / bulk.seconds:.1f}x faster")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select, update
 
 from bot.services.actors import Actor
@@ -49,7 +48,7 @@ from bot.storage import (
 from tests.conftest import TEST_ACTOR
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer
-from tests.helpers import record_voucher, seed_co_speaker, voucher_row
+from tests.helpers import seed_co_speaker, voucher_row
 
 PayloadFactory = Callable[..., GrantPayload]
 ALICE = Actor(Source.SLASH_COMMAND, "UALICE")
@@ -342,7 +341,7 @@ def test_a_rejected_request_runs_nothing(
 
 
 def test_an_unknown_request_is_not_found_and_the_click_audited(ctx: ServiceContext) -> None:
-    missing = random.randint(1_000_000_000, 2_000_000_000)  # noqa: S311 - not a secret
+    missing = random.randint(1_000_000_000, 2_000_000_000)
     decision = decide_bulk(
         ctx, request_id=missing, actor=BOB, approve=True, allow_self_approval=False
     )
@@ -500,7 +499,7 @@ def test_rows_pretix_refuses_are_listed_the_rest_created_once_and_retry_failed_t
 # --- grants that wait for staff ---------------------------------------------------------------
 
 
-def test_grants_waiting_for_staff_are_left_alone_by_the_reconciler_and_the_webhook_but_taken_by_a_bulk_run(
+def test_grants_waiting_for_staff_are_left_to_staff_by_the_reconciler_and_webhook_path(
     ctx: ServiceContext,
     conference: Any,
     grant_payload: PayloadFactory,

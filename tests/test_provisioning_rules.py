@@ -101,6 +101,14 @@ CASES: list[tuple[str, dict[str, Any], Decision]] = [
      Decision(NOTHING, V.EMAIL_CHANGED)),
     ("email moved after a revoke", {"moved": row(email_key="old@example.org", state=S.REVOKED)},
      Decision(Action.CREATE)),
+    # imported with --no-provision: the webhook path and the reconciler leave it to staff
+    ("waits for staff", {"grant": grant(waits_for_staff=True)},
+     Decision(NOTHING, V.WAITS_FOR_STAFF)),
+    ("waits for staff, has a co-speaker voucher",
+     {"grant": grant(waits_for_staff=True), "voucher": row(voucher_type=T.CO_SPEAKER)},
+     Decision(NOTHING, V.WAITS_FOR_STAFF)),
+    ("waits for staff, held", {"grant": grant(waits_for_staff=True, hold_reason="x")},
+     Decision(NOTHING, V.HELD)),
 ]  # fmt: skip
 
 
@@ -127,6 +135,33 @@ def test_decide_in_the_background(name: str, voucher: VoucherFacts, expected: De
         background=True, respect_schedule=True,
     )  # fmt: skip
     assert decided == expected
+
+
+BY_STAFF: list[tuple[str, dict[str, Any], Decision]] = [
+    ("a waiting grant is taken", {"grant": grant(waits_for_staff=True)}, Decision(Action.CREATE)),
+    ("a waiting co-speaker is upgraded",
+     {"grant": grant(waits_for_staff=True), "voucher": row(voucher_type=T.CO_SPEAKER)},
+     Decision(Action.UPGRADE)),
+    ("a waiting grant that is held stays held",
+     {"grant": grant(waits_for_staff=True, hold_reason="from approved")},
+     Decision(NOTHING, V.HELD)),
+    ("a waiting grant already done", {"grant": grant(waits_for_staff=True), "voucher": row()},
+     Decision(NOTHING, V.HAS_VOUCHER)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "given", "expected"), BY_STAFF, ids=[c[0] for c in BY_STAFF])
+def test_decide_for_staff(name: str, given: dict[str, Any], expected: Decision) -> None:
+    facts: dict[str, Any] = {"grant": grant(), "voucher": None, "moved": None, "conference": ON}
+    assert decide(**(facts | given), now=NOW, by_staff=True) == expected
+
+
+def test_the_reconciler_leaves_a_grant_waiting_for_staff_alone() -> None:
+    decided = decide(
+        grant=grant(waits_for_staff=True), voucher=None, moved=None, conference=ON, now=NOW,
+        background=True, respect_schedule=True,
+    )  # fmt: skip
+    assert decided == Decision(NOTHING, V.WAITS_FOR_STAFF)
 
 
 def test_a_decision_acts_exactly_when_there_is_work() -> None:

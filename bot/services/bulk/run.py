@@ -42,7 +42,15 @@ from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailResult, ProvisionOutcome, ProvisionResult
 from bot.services.provisioning import provision_many
 from bot.services.provisioning_facts import Facts, load_facts
-from bot.storage import BulkItem, BulkItemState, BulkRequest, BulkStatus, GrantStatus, Source
+from bot.storage import (
+    BulkItem,
+    BulkItemState,
+    BulkRequest,
+    BulkStatus,
+    Conference,
+    GrantStatus,
+    Source,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -335,7 +343,7 @@ def _recheck(
 
 
 def _take(
-    ctx: ServiceContext, request_id: int
+    ctx: ServiceContext, request_id: int, actor: Actor
 ) -> tuple[RunOutcome | None, BulkRef | None, dt.datetime | None, dict[str, Any] | None]:
     """Take the runner's lease: (refusal or None, the request, the lease, stored progress)."""
     now = ctx.clock()
@@ -345,6 +353,7 @@ def _take(
         if found is None:
             return RunOutcome.NOT_FOUND, None, None, None
         request, conference = found
+        resumed = request.status is BulkStatus.RUNNING  # a runner died: take it over
         values: dict[str, Any] = {"status": BulkStatus.RUNNING, "run_lease_expires_at": until}
         if request.started_at is None:
             values["started_at"] = now
@@ -376,9 +385,9 @@ def _take(
             return refusal, _ref(request, conference), None, None
         add_audit_event(
             session,
-            actor=RESUMER if request.progress else Actor(Source.SCHEDULER, "bulk-run"),
+            actor=actor,
             action="bulk_run",
-            outcome="resumed" if request.progress is not None else "started",
+            outcome="resumed" if resumed else "started",
             conference_id=conference.id,
             detail={"request": request_id, "approved_by": request.decided_by},
         )
@@ -423,7 +432,7 @@ def run_bulk(
     skipped and listed. `reporter` hears the progress after each chunk and the summary once.
     """
     started = time.perf_counter()
-    refusal, ref, until, stored = _take(ctx, request_id)
+    refusal, ref, until, stored = _take(ctx, request_id, actor)
     if refusal is not None or until is None or ref is None:
         summary = _refused(ctx, refusal or RunOutcome.NOT_FOUND, ref, request_id)
         _finished(reporter, summary, request_id)
@@ -487,7 +496,7 @@ def _finish(ctx: ServiceContext, runner: _Runner, actor: Actor, *, seconds: floa
                 message=f"Bulk request #{runner.request_id} was taken over by another runner.",
             )
         results = {
-            result: count
+            str(result): int(count)
             for result, count in session.execute(
                 select(BulkItem.result, func.count())
                 .where(BulkItem.request_id == runner.request_id)
@@ -496,7 +505,7 @@ def _finish(ctx: ServiceContext, runner: _Runner, actor: Actor, *, seconds: floa
         }
         stored = {
             "counts": runner.counts.as_dict(),
-            "results": {str(k): int(v) for k, v in results.items()},
+            "results": results,
             "seconds": round(seconds, 3),
         }
         session.execute(
@@ -565,14 +574,16 @@ def _summary_of(
 
 
 def resume_stalled(ctx: ServiceContext, reporter_for: Callable[[BulkRef], BulkReporter]) -> int:
-    """Run the requests whose runner died (lease lapsed) or that were approved and never
-    started; how many this call ran (the background job's pass)."""
+    """Run the requests of the configured conferences whose runner died (lease lapsed) or
+    that were approved and never started; how many this call ran (the background job)."""
     now = ctx.clock()
     with ctx.db.transaction() as session:
         stalled = list(
             session.scalars(
                 select(BulkRequest.id)
+                .join(Conference, BulkRequest.conference_id == Conference.id)
                 .where(
+                    Conference.code.in_(list(ctx.conferences)),
                     or_(
                         and_(
                             BulkRequest.status == BulkStatus.RUNNING,
@@ -585,7 +596,7 @@ def resume_stalled(ctx: ServiceContext, reporter_for: Callable[[BulkRef], BulkRe
                             BulkRequest.status == BulkStatus.APPROVED,
                             BulkRequest.decided_at <= now - RESUME_GRACE,
                         ),
-                    )
+                    ),
                 )
                 .order_by(BulkRequest.id)
             )
