@@ -14,6 +14,7 @@ from bot.mailer import SmtpMailer, message_id_domain
 from bot.pretix import PretixClient
 from bot.services.conference_sync import sync_conferences
 from bot.services.context import ServiceContext
+from bot.services.digest_schedule import DigestPoster
 from bot.settings import PRETIX_MAX_RETRY_AFTER, Settings
 from bot.slack.app import build_edge, build_slack_app
 from bot.slack.edge import SlackEdge
@@ -46,6 +47,8 @@ class Bot:
     worker: Worker
     background: Worker
     slack: SlackRuntime | None
+    # Posts a conference's daily digest (bot.scheduler); None: no digest is scheduled.
+    post_digest: DigestPoster | None = None
 
     def close(self) -> None:
         """Finish background jobs, then release connections (HTTP pool, database pool)."""
