@@ -23,12 +23,14 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from bot import migrations
 from bot.bootstrap import Bot, build_bot, startup_summary
 from bot.logs import configure_logging
+from bot.pretix import PretixError
 from bot.services.actors import Actor
 from bot.services.checks import (
     CheckResult,
@@ -39,6 +41,7 @@ from bot.services.checks import (
     check_slack,
     check_smtp,
 )
+from bot.services.drift import DriftKind, DriftReport, drift_report
 from bot.services.dry_run import (
     ISSUES,
     Branch,
@@ -926,3 +929,97 @@ def _why_no_email_now(bot: Bot, grant: GrantRef) -> str | None:
     if report is not None and report.status is not GrantStatus.CONFIRMED:
         return f"the grant is {report.status.value}, not confirmed"
     return None
+
+
+# --- drift: Pretix grant vouchers against the bot's records -------------------------------
+# (A block of its own: the commands above belong to other work.)
+
+_DRIFT_WORDS = {
+    DriftKind.UNKNOWN: "unknown to the bot",
+    DriftKind.GONE: "gone from Pretix",
+    DriftKind.EDITED: "edited in Pretix",
+    DriftKind.REVOKED_PRESENT: "revoked, still in Pretix",
+}
+
+
+@app.command()
+def drift(
+    conference: Annotated[
+        str | None,
+        typer.Argument(
+            help="Conference code; every conference that issues vouchers when left out.",
+            metavar="[CONF]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Pretix grant vouchers against the bot's records; exit 1 when anything drifted.
+
+    Grant-tagged vouchers the bot does not know, records whose voucher is gone, vouchers whose
+    terms (price, value, quota or item, max usages, quota bypass) were changed in Pretix,
+    revoked ones still there, and redemption counts.
+    """
+    with _bot() as bot:
+        if bot.pretix is None:
+            err.print(
+                "Pretix is not configured (set PRETIX_URL and PRETIX_TOKEN): there is nothing "
+                "to compare the bot's records with.",
+                markup=False,
+            )
+            raise typer.Exit(BAD_INPUT)
+        if conference is not None:
+            _known_conference(bot, conference)
+            if conference not in bot.conferences:
+                err.print(f"{conference} is no longer configured: no Pretix event to read.")
+                raise typer.Exit(BAD_INPUT)
+            codes = [conference]
+        else:
+            codes = [code for code, config in bot.conferences.items() if config.issue_vouchers]
+            if not codes:
+                err.print("No configured conference issues vouchers: name one (drift CONF).")
+                raise typer.Exit(BAD_INPUT)
+        reports, unreadable = [], False
+        for code in codes:
+            try:
+                reports.append(drift_report(bot.services, conference=code))
+            except PretixError as exc:
+                err.print(f"{code}: Pretix could not be read: {exc}", markup=False)
+                unreadable = True
+    for report in reports:
+        _print_drift(report)
+    if unreadable or any(report.drifted for report in reports):
+        raise typer.Exit(NEEDS_PERSON)
+
+
+def _print_drift(report: DriftReport) -> None:
+    totals = (
+        f"{report.pretix_grant_vouchers} grant vouchers in Pretix, {report.records} bot records, "
+        f"{report.redeemed} redeemed, {report.not_redeemed} not redeemed yet"
+    )
+    if not report.drifted:
+        out.print(f"{report.conference}: no drift ({totals}).", markup=False)
+        return
+    out.print(f"{report.summary_line()} ({totals})", markup=False)
+    table = Table("what", "code", "pretix id", "grant", "detail", box=None, pad_edge=False)
+    for item in report.items:
+        detail = "; ".join(
+            f"{change.term} {_drift_value(change.expected)} -> {_drift_value(change.actual)}"
+            for change in item.changes
+        )
+        if item.redeemed:
+            detail = f"{detail}; redeemed {item.redeemed}".lstrip("; ")
+        cells = (
+            _DRIFT_WORDS[item.kind],
+            item.code,
+            str(item.pretix_voucher_id or "-"),
+            item.grant_external_id or "-",
+            detail or "-",
+        )
+        table.add_row(*(Text(cell) for cell in cells))  # data, never rich markup
+    out.print(table)
+
+
+def _drift_value(value: object) -> str:
+    if value is None or value == "":
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -15,6 +15,7 @@ class Action(enum.StrEnum):
     STATUS = "status"
     RESEND = "resend"
     REVOKE = "revoke"
+    DRIFT = "drift"
     HELP = "help"
 
 

@@ -125,7 +125,7 @@ def run_voucher_command(edge: SlackEdge, parsed: VoucherCommand, actor: Actor) -
             return revoke_result_message(
                 revoke_grant_voucher(services, grant_id=grant_id, actor=actor)
             )
-        case Action.HELP:
+        case Action.HELP | Action.DRIFT:  # drift has a listener of its own (commands.drift)
             return help_message()
 
 

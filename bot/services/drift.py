@@ -336,3 +336,22 @@ def drift_report(
         vouchers = list(ctx.pretix.iter_vouchers(event, tag=GRANT_TAG))
     records = load_records(ctx, config)
     return compare_vouchers(conference=config.code, records=records, vouchers=vouchers)
+
+
+def drift_conference(ctx: ServiceContext, given: str | None) -> str:
+    """The conference a drift request is about: the one given, else the only one that issues.
+
+    Raises DriftError naming the choices when none is given and several (or none) issue.
+    """
+    if given is not None:
+        code = given.strip().lower()
+        if ctx.conference(code) is None:
+            configured = ", ".join(sorted(ctx.conferences)) or "none configured"
+            raise DriftError(f"unknown conference {code!r} (configured: {configured})")
+        return code
+    issuing = sorted(code for code, config in ctx.conferences.items() if config.issue_vouchers)
+    if len(issuing) == 1:
+        return issuing[0]
+    if not issuing:
+        raise DriftError("no configured conference issues vouchers")
+    raise DriftError(f"say which conference: {', '.join(issuing)}")

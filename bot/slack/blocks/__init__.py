@@ -43,6 +43,7 @@ from bot.slack.blocks.answers import (
     unresolved_text,
     working_message,
 )
+from bot.slack.blocks.drift import drift_message, drift_working_message
 from bot.slack.blocks.status import status_message
 from bot.slack.blocks.thread_state import parent_state
 from bot.slack.blocks.threads import intake_reply, thread_parent, thread_reply
@@ -67,6 +68,8 @@ __all__ = [
     "Block",
     "Message",
     "Outcome",
+    "drift_message",
+    "drift_working_message",
     "error_message",
     "escape",
     "help_message",

@@ -58,6 +58,12 @@ _SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
         "delete the grant voucher of a grant refused after confirmation",
         "revoke 1234 pycon2026",
     ),
+    (
+        "drift",
+        "[conference]",
+        "Pretix grant vouchers against the bot's records: unknown, gone or edited ones",
+        "drift pycon2026",
+    ),
     ("help", "", "this message", ""),
 )
 
