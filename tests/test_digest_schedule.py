@@ -258,10 +258,11 @@ class Recorder:
         self.posted = threading.Event()
         self.fail_next = False
 
-    def __call__(self, conference: ConferenceConfig, day: dt.date) -> None:
+    def __call__(self, conference: ConferenceConfig, now: dt.datetime) -> None:
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("Slack is down")
+        day = now.astimezone(conference.zone).date()
         with self.lock:
             self.calls.append((conference.code, day, dt.datetime.now(UTC)))
         self.posted.set()

@@ -33,8 +33,9 @@ log = structlog.get_logger(__name__)
 DIGEST_JOB = "digest"
 HOUSEKEEPING_JOB = "housekeeping"
 
-# Posts a conference's digest for a local date; the Slack side (through the outbox) does it.
-DigestPoster = Callable[[ConferenceConfig, dt.date], None]
+# Posts a conference's digest as of `now` (the instant its local day was claimed; the day is
+# `now` in the conference's zone). The Slack side does it, through the outbox.
+DigestPoster = Callable[[ConferenceConfig, dt.datetime], object]
 
 
 def scheduled_at(day: dt.date, at: dt.time, tz: ZoneInfo) -> dt.datetime:
@@ -92,7 +93,7 @@ def run_due_digest(
         key=digest_key(conference.code, day),
         by=by,
         now=now,
-        work=lambda: post(conference, day),
+        work=lambda: post(conference, now),
     )
     if ran is not None:
         log.info("digest posted", conference=conference.code, day=day.isoformat())
