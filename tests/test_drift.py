@@ -264,3 +264,24 @@ def test_slash_drift_names_the_problem_for_an_unknown_conference(
     [answer] = slack_api.wait_for_response(name, count=1, timeout=10)
 
     assert "unknown conference" in answer["text"].lower()
+
+
+def test_a_hand_made_grant_voucher_told_to_the_bot_is_no_longer_unknown(
+    ctx: ServiceContext, conference: ConferenceConfig, pretix_server: FakePretix
+) -> None:
+    made = pretix_server.seed_voucher(tag="grant", price_mode="set", value="0.00", quota=1)
+    assert [i.kind for i in drift_report(ctx, conference=conference.code).items] == [
+        DriftKind.UNKNOWN
+    ]
+
+    record_voucher(
+        ctx,
+        conference.code,
+        f"{unique('grantee')}@example.org",
+        type="grant",
+        code=made["code"],
+        pretix_voucher_id=made["id"],
+    )
+
+    report = drift_report(ctx, conference=conference.code)
+    assert not report.drifted and report.records == 1
