@@ -38,9 +38,11 @@ NEW_YORK = ZoneInfo("America/New_York")
 UTC = dt.UTC
 
 
-def at(*args: int) -> dt.datetime:
+def at(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> dt.datetime:
     """A UTC instant."""
-    return dt.datetime(*args, tzinfo=UTC)
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # (case, now in UTC, digest_time, zone, the local date due or None)
