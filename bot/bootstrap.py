@@ -17,6 +17,7 @@ from bot.services.context import ServiceContext
 from bot.settings import PRETIX_MAX_RETRY_AFTER, Settings
 from bot.slack.app import build_edge, build_slack_app
 from bot.slack.edge import SlackEdge
+from bot.slack.outbox import Outbox
 from bot.slack.status import StatusOutbox, StatusPoster
 from bot.storage import Database
 from bot.worker import Worker
@@ -31,6 +32,7 @@ class SlackRuntime:
     edge: SlackEdge
     app: App
     poster: StatusPoster
+    outbox: Outbox
 
 
 @dataclass(kw_only=True)
@@ -107,9 +109,12 @@ def build_bot(
     if settings.slack_enabled:
         edge = build_edge(settings, services, worker)
         poster = StatusPoster(db=db, client=edge.client, conferences=conferences)
+        edge.outbox.wake = poster.wake
         # Every outcome, from any edge (CLI included), goes to the grantee's thread.
         services.listener = StatusOutbox(db=db, conferences=conferences, wake=poster.wake)
-        slack = SlackRuntime(edge=edge, app=build_slack_app(settings, edge), poster=poster)
+        slack = SlackRuntime(
+            edge=edge, app=build_slack_app(settings, edge), poster=poster, outbox=edge.outbox
+        )
     return Bot(
         settings=settings,
         conferences=conferences,

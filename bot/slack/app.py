@@ -30,6 +30,7 @@ from bot.services.staff import StaffDirectory
 from bot.settings import Settings
 from bot.slack.blocks import error_message
 from bot.slack.edge import SlackEdge
+from bot.slack.outbox import Outbox
 from bot.storage import Database
 from bot.worker import Worker
 
@@ -117,7 +118,11 @@ def build_edge(settings: Settings, services: ServiceContext, worker: Worker) -> 
     """Client, staff directory and worker for the listeners."""
     client = build_web_client(settings)
     return SlackEdge(
-        services=services, staff=build_staff(settings, client), worker=worker, client=client
+        services=services,
+        staff=build_staff(settings, client),
+        worker=worker,
+        client=client,
+        outbox=Outbox(services.db),
     )
 
 

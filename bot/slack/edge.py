@@ -12,6 +12,7 @@ from slack_sdk import WebClient
 from bot.services.context import ServiceContext
 from bot.services.staff import StaffDirectory
 from bot.slack.blocks import Message, error_message
+from bot.slack.outbox import Outbox
 from bot.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -25,6 +26,7 @@ class SlackEdge:
     staff: StaffDirectory
     worker: Worker
     client: WebClient
+    outbox: Outbox  # every message posted or updated in a channel goes through it
 
     def answer_later(self, name: str, respond: Respond, work: Callable[[], Message]) -> None:
         """Run `work` on the worker and send its answer; a failure is logged and told, in words."""

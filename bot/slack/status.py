@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -30,6 +30,7 @@ from bot.slack.blocks import (
     thread_parent,
     thread_reply,
 )
+from bot.slack.outbox import NamedJob, WaitForPostError, deliver_named, superseded
 from bot.storage import (
     Conference,
     ConferenceVoucher,
@@ -155,21 +156,30 @@ class StatusPoster:
         """Deliver up to `limit` rows that are due; the number of rows handled."""
         handled = 0
         while handled < limit and (job := self._claim_next()) is not None:
-            self._deliver(job)
+            if isinstance(job, NamedJob):
+                if not job.replaced:
+                    self._deliver_named(job)
+            else:
+                self._deliver(job)
             handled += 1
         return handled
 
-    def _claim_next(self) -> _Job | None:
+    def _claim_next(self) -> _Job | NamedJob | None:
         """The oldest due row, leased just before it is delivered (not a batch up front)."""
         now = self._clock()
         with self._db.transaction() as session:
+            ours = or_(
+                SlackOutbox.grant_id.is_(None),  # a named message (bulk, digest, home)
+                SlackOutbox.grant_id.in_(
+                    select(Grant.id)
+                    .join(Conference, Grant.conference_id == Conference.id)
+                    .where(Conference.code.in_(self._codes))  # like the reconciler: ours only
+                ),
+            )
             row = session.scalars(
                 select(SlackOutbox)
-                .join(Grant, SlackOutbox.grant_id == Grant.id)
-                .join(Conference, Grant.conference_id == Conference.id)
                 .where(
-                    Conference.code.in_(self._codes),  # like the reconciler: ours only
-                    SlackOutbox.kind == OutboxKind.THREAD,
+                    ours,
                     SlackOutbox.state == OutboxState.PENDING,
                     or_(SlackOutbox.next_attempt_at.is_(None), SlackOutbox.next_attempt_at <= now),
                     or_(
@@ -184,6 +194,16 @@ class StatusPoster:
             if row is None:
                 return None
             row.lease_expires_at = now + self._lease
+            if row.kind is not OutboxKind.THREAD:
+                named = NamedJob(
+                    row.id, row.kind, row.ref, row.user, row.channel, row.message or {}
+                )
+                if superseded(session, named):  # a newer update of the same message replaces it
+                    row.state = OutboxState.SENT
+                    row.lease_expires_at = None
+                    row.last_error = "replaced by a newer update before it was sent"
+                    return replace(named, replaced=True)
+                return named
             assert row.grant_id is not None and row.channel is not None and row.parent is not None
             codes = _voucher_codes(session, row.grant_id)
             return _Job(
@@ -195,6 +215,28 @@ class StatusPoster:
                 row.update_parent,
                 codes,
             )
+
+    def _deliver_named(self, job: NamedJob) -> None:
+        try:
+            deliver_named(self._db, self._client, job, now=self._clock(), lease=self._lease)
+        except WaitForPostError:  # its message is not posted yet: look again shortly
+            self._update_row(
+                job,
+                lease_expires_at=None,
+                next_attempt_at=self._clock() + dt.timedelta(seconds=2),
+            )
+            return
+        except SlackApiError as exc:
+            self._failed(
+                job,
+                f"Slack answered {exc.response.get('error', exc.response.status_code)}",
+                retry_after=_retry_after(exc),
+            )
+            return
+        except (SlackClientError, OSError) as exc:
+            self._failed(job, f"Slack unreachable: {exc}")
+            return
+        self._update_row(job, state=OutboxState.SENT, lease_expires_at=None, last_error=None)
 
     def _deliver(self, job: _Job) -> None:
         # The builders already mask codes; this is the last step before the channel, for rows
@@ -227,7 +269,7 @@ class StatusPoster:
             return
         self._update_row(job, state=OutboxState.SENT, lease_expires_at=None, last_error=None)
 
-    def _update_row(self, job: _Job, **values: Any) -> None:
+    def _update_row(self, job: _Job | NamedJob, **values: Any) -> None:
         with self._db.transaction() as session:
             session.execute(
                 update(SlackOutbox)
@@ -274,7 +316,9 @@ class StatusPoster:
             if row is not None:
                 row.lease_expires_at = None
 
-    def _failed(self, job: _Job, error: str) -> None:
+    def _failed(
+        self, job: _Job | NamedJob, error: str, *, retry_after: dt.timedelta | None = None
+    ) -> None:
         with self._db.transaction() as session:
             row = session.get(SlackOutbox, job.id, with_for_update=True)
             assert row is not None
@@ -285,8 +329,22 @@ class StatusPoster:
                 row.state = OutboxState.FAILED
                 log.error("status update dropped after retries", outbox=job.id, error=error)
                 return
-            row.next_attempt_at = self._clock() + self._backoff(row.attempts)
+            backoff = self._backoff(row.attempts)
+            row.next_attempt_at = self._clock() + max(backoff, retry_after or backoff)
         log.warning("status update not posted; will retry", outbox=job.id, error=error)
+
+
+def _retry_after(exc: SlackApiError) -> dt.timedelta | None:
+    """Slack's `Retry-After` on a rate-limited call (after the client's own retries)."""
+    if exc.response.status_code != 429:
+        return None
+    value = (exc.response.headers or {}).get("Retry-After") or (exc.response.headers or {}).get(
+        "retry-after"
+    )
+    try:
+        return dt.timedelta(seconds=max(int(str(value)), 1))
+    except (TypeError, ValueError):
+        return dt.timedelta(seconds=30)
 
 
 def _voucher_codes(session: Session, grant_id: int) -> tuple[str, ...]:
