@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.commands import buttons, voucher
+from bot.commands import buttons, digest, voucher
 from bot.slack.edge import SlackEdge
 
 
 def register(app: App, edge: SlackEdge) -> None:
     """Attach the listeners of every Slack surface to the app."""
+    digest.register(app, edge)  # before `voucher`: it takes `/voucher digest` only
     voucher.register(app, edge)
     buttons.register(app, edge)

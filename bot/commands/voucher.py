@@ -125,7 +125,7 @@ def run_voucher_command(edge: SlackEdge, parsed: VoucherCommand, actor: Actor) -
             return revoke_result_message(
                 revoke_grant_voucher(services, grant_id=grant_id, actor=actor)
             )
-        case Action.HELP:
+        case Action.HELP | Action.DIGEST:  # `digest` has its own listener (bot.commands.digest)
             return help_message()
 
 

@@ -49,6 +49,9 @@ from bot.slack.blocks.digest import (
     digest_cut,
     digest_file_comment,
     digest_message,
+    digest_not_posted_message,
+    digest_posted_message,
+    digest_working_message,
     render_digest,
 )
 from bot.slack.blocks.status import status_message
@@ -79,6 +82,9 @@ __all__ = [
     "digest_cut",
     "digest_file_comment",
     "digest_message",
+    "digest_not_posted_message",
+    "digest_posted_message",
+    "digest_working_message",
     "error_message",
     "escape",
     "help_message",

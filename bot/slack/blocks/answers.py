@@ -58,6 +58,12 @@ _SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
         "delete the grant voucher of a grant refused after confirmation",
         "revoke 1234 pycon2026",
     ),
+    (
+        "digest",
+        "[conference]",
+        "post the conference's digest in its channel now",
+        "digest pycon2026",
+    ),
     ("help", "", "this message", ""),
 )
 

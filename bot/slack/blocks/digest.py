@@ -11,6 +11,7 @@ message (the rest are counted, in the CSV and in App Home).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -60,8 +61,10 @@ from bot.slack.blocks._layout import (
 from bot.slack.blocks._text import (
     _FAILED,
     _INFO,
+    _OK,
     _WAITING,
     _WARNING,
+    _WORKING,
     _bold,
     _data,
     _icon,
@@ -71,6 +74,8 @@ from bot.slack.blocks._text import (
 )
 
 T = TypeVar("T")
+
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
 
 # Lines of a list section (waiting, recent, unredeemed) shown before the "…and N more".
 LIST_LINES = 20
@@ -283,3 +288,42 @@ def digest_cut(digest: Digest) -> bool:
 def digest_file_comment(digest: Digest) -> str:
     """The words that come with the CSV file in the thread."""
     return escape(f"Every line of the {digest.conference_name} digest, {digest.local_date}.")
+
+
+def _channel(channel: str) -> _Rich:
+    if _CHANNEL_ID.fullmatch(channel):
+        return _Rich(f"<#{channel}>", channel)
+    return _rich(channel)
+
+
+def digest_posted_message(digest: Digest, *, csv_attached: bool) -> Message:
+    """The asker's answer: the digest was posted (enqueued) in the conference channel."""
+    where = _channel(digest.channel or "-")
+    summary = "nothing to report" if digest.empty else counts_line(digest)
+    line = _rich(
+        _icon(_OK),
+        "Posted the digest of ",
+        _bold(digest.conference_name),
+        " in ",
+        where,
+        f": {summary}",
+        " (every line in the CSV file in its thread)." if csv_attached else ".",
+    )
+    return _message(line, [{"type": "section", "text": _mrkdwn(line.md)}])
+
+
+def digest_not_posted_message(digest: Digest, reason: str) -> Message:
+    """The asker's answer when the digest could not be posted (e.g. no channel configured)."""
+    line = _rich(
+        _icon(_WARNING),
+        "The digest of ",
+        _bold(digest.conference_name),
+        f" was not posted: {reason}.",
+    )
+    return _message(line, [{"type": "section", "text": _mrkdwn(line.md)}])
+
+
+def digest_working_message(conference_name: str) -> Message:
+    """The immediate answer to `/voucher digest` while the digest is built."""
+    line = _rich(_icon(_WORKING), "Building the digest of ", _bold(conference_name), "…")
+    return _message(line, [{"type": "section", "text": _mrkdwn(line.md)}])
