@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import sys
 from collections import Counter
@@ -28,7 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from bot import migrations
-from bot.bootstrap import Bot, build_bot, startup_summary
+from bot.bootstrap import Bot, SlackRuntime, build_bot, startup_summary
+from bot.digest_text import digest_text
 from bot.logs import configure_logging
 from bot.pretix import PretixError
 from bot.services.actors import Actor
@@ -41,6 +43,8 @@ from bot.services.checks import (
     check_slack,
     check_smtp,
 )
+from bot.services.context import ServiceContext
+from bot.services.digest import build_digest, pick_conference
 from bot.services.drift import DriftKind, DriftReport, drift_report
 from bot.services.dry_run import (
     ISSUES,
@@ -77,6 +81,7 @@ from bot.services.resend import resend_voucher_email
 from bot.services.revocation import revoke_grant_voucher
 from bot.services.status import GrantStatusReport, conference_summaries, grant_status
 from bot.settings import ConfigError, Settings, load_settings
+from bot.slack.digest_post import post_digest
 from bot.storage import Conference, GrantStatus, Source, describe_connection_error, utcnow
 
 EXIT_STATUS_HELP = (
@@ -1023,3 +1028,60 @@ def _drift_value(value: object) -> str:
     if value is None or value == "":
         return "none"
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@app.command()
+def digest(
+    conference: Annotated[
+        str | None,
+        typer.Argument(help="The conference code; may be left out when one issues vouchers."),
+    ] = None,
+    show: Annotated[
+        bool, typer.Option("--print", help="Print the digest in the terminal (the default).")
+    ] = False,
+    post: Annotated[
+        bool, typer.Option("--post", help="Post it in the conference channel now.")
+    ] = False,
+) -> None:
+    """The conference's digest: what waits for confirmation, what needs a person, redemption."""
+    with _bot() as bot:
+        pick = pick_conference(bot.conferences, conference)
+        if pick.code is None:
+            hint = f" Name one, e.g. digest {pick.suggested}." if pick.suggested else ""
+            err.print(f"{pick.problem}.{hint}", markup=False)
+            raise typer.Exit(BAD_INPUT)
+        if post and bot.slack is None:
+            err.print(
+                "Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET to post.", markup=False
+            )
+            raise typer.Exit(BAD_INPUT)
+        now = bot.services.clock()
+        if not post or show:
+            out.print(digest_text(build_digest(bot.services, conference=pick.code, now=now)))
+        if post:
+            assert bot.slack is not None
+            _post_digest_now(bot.slack, bot.services, pick.code, now)
+
+
+def _post_digest_now(
+    slack: SlackRuntime, services: ServiceContext, code: str, now: dt.datetime
+) -> None:
+    """Enqueue the digest and deliver the outbox now (a running bot's poster would, too)."""
+    posted = post_digest(slack.outbox, services, code, now, False)
+    if posted.ref is None:
+        err.print(f"Not posted: {posted.skipped}.", markup=False)
+        raise typer.Exit(NEEDS_PERSON)
+    for _ in range(50):  # the message, then its CSV (which waits for the message's ts)
+        if slack.poster.run_once() == 0:
+            break
+    channel = posted.digest.channel
+    if slack.outbox.ts(posted.ref) is None:
+        out.print(
+            f"Queued for {channel}: Slack did not take it yet; the running bot will post it.",
+            markup=False,
+        )
+        return
+    extra = " with the CSV of every line in its thread" if posted.csv_attached else ""
+    out.print(
+        f"Posted the digest of {posted.digest.conference_name} in {channel}{extra}.", markup=False
+    )

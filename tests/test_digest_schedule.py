@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,8 +31,10 @@ from bot.services.digest_schedule import (
 )
 from bot.services.inbox import SLACK
 from bot.services.job_claims import claim_run
-from bot.storage import Database, InboundEvent, JobClaim
+from bot.storage import Database, InboundEvent, JobClaim, SlackOutbox
 from tests.conftest import conferences_toml, unique
+from tests.fakes.slack_api import FakeSlack
+from tests.helpers import post_slack_outbox
 
 ROME = ZoneInfo("Europe/Rome")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -451,3 +454,44 @@ def test_housekeeping_runs_once_a_day_across_replicas(
         left = session.scalars(select(InboundEvent.event_id)).all()
     assert [(c.key, c.claimed_by in ("bot-a", "bot-b")) for c in claims] == [("2026-06-01", True)]
     assert left == []  # the claimant purged
+
+
+def test_two_bots_enqueue_one_scheduled_digest_message_for_the_day(
+    tmp_path: Path, make_running_bot: Callable[..., Bot], slack_api: FakeSlack
+) -> None:
+    """The real poster: two whole bots, one outbox message `digest:<conf>:<date>:0`."""
+    conference = make_conference(unique("conf"), digest_time=dt.time(9)).model_copy(
+        update={"name": unique("Digest Conf ")}
+    )
+    config = tmp_path / "digest-conference.toml"  # make_bot_settings writes conferences.toml
+    config.write_text(conferences_toml(conference), encoding="utf-8")
+    with time_machine.travel(at(2026, 5, 2, 7, 30), tick=True):  # 09:30 CEST: due, at start
+        bots = [make_running_bot(conferences_file=config) for _ in range(2)]
+        assert all(bot.post_digest is not None for bot in bots)
+        schedulers = [build_scheduler(bot, name=f"bot-{n}") for n, bot in enumerate(bots)]
+        for scheduler in schedulers:
+            for job in ("reconciler", "staff-refresh"):
+                scheduler.remove_job(job)
+            scheduler.start()
+        ref = f"digest:{conference.code}:2026-05-02:0"
+        deadline = time.monotonic() + 10
+        rows: list[SlackOutbox] = []
+        while time.monotonic() < deadline and not rows:
+            with bots[0].db.transaction() as session:
+                rows = list(session.scalars(select(SlackOutbox).where(SlackOutbox.ref == ref)))
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the other scheduler's pass finish too
+        for scheduler in schedulers:
+            scheduler.shutdown(wait=True)
+    with bots[0].db.transaction() as session:
+        claims = session.scalars(
+            select(JobClaim.claimed_by).where(
+                JobClaim.name == DIGEST_JOB,
+                JobClaim.key == digest_key(conference.code, dt.date(2026, 5, 2)),
+            )
+        ).all()
+    assert [(row.kind, row.channel) for row in rows] == [("post", "C0GRANTS")]
+    assert len(claims) == 1
+    post_slack_outbox(bots[0])  # delivered: Slack sees one top-level digest message
+    [posted] = [c for c in slack_api.calls("chat.postMessage") if conference.name in c.args["text"]]
+    assert posted.args["channel"] == "C0GRANTS" and "thread_ts" not in posted.args

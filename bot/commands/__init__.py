@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.commands import buttons, drift, voucher
+from bot.commands import buttons, digest, drift, voucher
 from bot.slack.edge import SlackEdge
 
 
@@ -15,6 +15,7 @@ def register(app: App, edge: SlackEdge) -> None:
     """Attach the listeners of every Slack surface to the app."""
     # Subcommands with a listener of their own (a matcher on the text) come before
     # `voucher`, which answers every other `/voucher` request.
+    digest.register(app, edge)
     drift.register(app, edge)
     voucher.register(app, edge)
     buttons.register(app, edge)

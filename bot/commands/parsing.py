@@ -15,6 +15,7 @@ class Action(enum.StrEnum):
     STATUS = "status"
     RESEND = "resend"
     REVOKE = "revoke"
+    DIGEST = "digest"  # `digest [conference]`: its listener is bot.commands.digest
     DRIFT = "drift"
     HELP = "help"
 

@@ -125,7 +125,7 @@ def run_voucher_command(edge: SlackEdge, parsed: VoucherCommand, actor: Actor) -
             return revoke_result_message(
                 revoke_grant_voucher(services, grant_id=grant_id, actor=actor)
             )
-        case Action.HELP | Action.DRIFT:  # drift has a listener of its own (commands.drift)
+        case Action.HELP | Action.DIGEST | Action.DRIFT:  # own listeners: commands.digest, .drift
             return help_message()
 
 

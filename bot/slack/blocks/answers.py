@@ -59,6 +59,12 @@ _SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
         "revoke 1234 pycon2026",
     ),
     (
+        "digest",
+        "[conference]",
+        "post the conference's digest in its channel now",
+        "digest pycon2026",
+    ),
+    (
         "drift",
         "[conference]",
         "Pretix grant vouchers against the bot's records: unknown, gone or edited ones",
