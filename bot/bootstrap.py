@@ -9,13 +9,15 @@ import structlog
 from slack_bolt import App
 
 from bot import commands, migrations
-from bot.conferences import Conferences, load_conferences
+from bot.conferences import ConferenceConfig, Conferences, load_conferences
 from bot.mailer import SmtpMailer, message_id_domain
 from bot.pretix import PretixClient
 from bot.services.conference_sync import sync_conferences
 from bot.services.context import ServiceContext
+from bot.services.digest_schedule import DigestPoster
 from bot.settings import PRETIX_MAX_RETRY_AFTER, Settings
 from bot.slack.app import build_edge, build_slack_app
+from bot.slack.digest_post import DigestPost, post_digest
 from bot.slack.edge import SlackEdge
 from bot.slack.outbox import Outbox
 from bot.slack.status import StatusOutbox, StatusPoster
@@ -48,6 +50,8 @@ class Bot:
     worker: Worker
     background: Worker
     slack: SlackRuntime | None
+    # Posts a conference's daily digest (bot.scheduler); None: no digest is scheduled.
+    post_digest: DigestPoster | None = None
 
     def close(self) -> None:
         """Finish background jobs, then release connections (HTTP pool, database pool)."""
@@ -128,7 +132,23 @@ def build_bot(
         worker=worker,
         background=background,
         slack=slack,
+        post_digest=(
+            scheduled_digest_poster(settings, services, slack.outbox) if slack is not None else None
+        ),
     )
+
+
+def scheduled_digest_poster(
+    settings: Settings, services: ServiceContext, outbox: Outbox
+) -> DigestPoster:
+    """What the scheduler calls once it claimed a conference's day: the scheduled digest."""
+
+    def post(conference: ConferenceConfig, now: dt.datetime) -> DigestPost:
+        return post_digest(
+            outbox, services, conference.code, now, True, post_empty=settings.digest_post_empty
+        )
+
+    return post
 
 
 def startup_summary(bot: Bot) -> str:

@@ -24,13 +24,16 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from bot import migrations
-from bot.bootstrap import Bot, build_bot, startup_summary
+from bot.bootstrap import Bot, SlackRuntime, build_bot, startup_summary
+from bot.digest_text import digest_text
 from bot.logs import configure_logging
 from bot.services import bulk
+from bot.pretix import PretixError
 from bot.services.actors import Actor
 from bot.services.checks import (
     CheckResult,
@@ -41,6 +44,9 @@ from bot.services.checks import (
     check_slack,
     check_smtp,
 )
+from bot.services.context import ServiceContext
+from bot.services.digest import build_digest, pick_conference
+from bot.services.drift import DriftKind, DriftReport, drift_report
 from bot.services.dry_run import (
     ISSUES,
     Branch,
@@ -76,6 +82,7 @@ from bot.services.resend import resend_voucher_email
 from bot.services.revocation import revoke_grant_voucher
 from bot.services.status import GrantStatusReport, conference_summaries, grant_status
 from bot.settings import ConfigError, Settings, load_settings
+from bot.slack.digest_post import post_digest
 from bot.storage import Conference, GrantStatus, Source, describe_connection_error, utcnow
 
 EXIT_STATUS_HELP = (
@@ -1103,3 +1110,152 @@ def _print_bulk_summary(summary: bulk.BulkSummary) -> int:
             markup=False,
         )
     return NEEDS_PERSON if summary.failed or summary.skipped else OK
+# --- drift: Pretix grant vouchers against the bot's records -------------------------------
+# (A block of its own: the commands above belong to other work.)
+
+_DRIFT_WORDS = {
+    DriftKind.UNKNOWN: "unknown to the bot",
+    DriftKind.GONE: "gone from Pretix",
+    DriftKind.EDITED: "edited in Pretix",
+    DriftKind.REVOKED_PRESENT: "revoked, still in Pretix",
+}
+
+
+@app.command()
+def drift(
+    conference: Annotated[
+        str | None,
+        typer.Argument(
+            help="Conference code; every conference that issues vouchers when left out.",
+            metavar="[CONF]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Pretix grant vouchers against the bot's records; exit 1 when anything drifted.
+
+    Grant-tagged vouchers the bot does not know, records whose voucher is gone, vouchers whose
+    terms (price, value, quota or item, max usages, quota bypass) were changed in Pretix,
+    revoked ones still there, and redemption counts.
+    """
+    with _bot() as bot:
+        if bot.pretix is None:
+            err.print(
+                "Pretix is not configured (set PRETIX_URL and PRETIX_TOKEN): there is nothing "
+                "to compare the bot's records with.",
+                markup=False,
+            )
+            raise typer.Exit(BAD_INPUT)
+        if conference is not None:
+            _known_conference(bot, conference)
+            if conference not in bot.conferences:
+                err.print(f"{conference} is no longer configured: no Pretix event to read.")
+                raise typer.Exit(BAD_INPUT)
+            codes = [conference]
+        else:
+            codes = [code for code, config in bot.conferences.items() if config.issue_vouchers]
+            if not codes:
+                err.print("No configured conference issues vouchers: name one (drift CONF).")
+                raise typer.Exit(BAD_INPUT)
+        reports, unreadable = [], False
+        for code in codes:
+            try:
+                reports.append(drift_report(bot.services, conference=code))
+            except PretixError as exc:
+                err.print(f"{code}: Pretix could not be read: {exc}", markup=False)
+                unreadable = True
+    for report in reports:
+        _print_drift(report)
+    if unreadable or any(report.drifted for report in reports):
+        raise typer.Exit(NEEDS_PERSON)
+
+
+def _print_drift(report: DriftReport) -> None:
+    totals = (
+        f"{report.pretix_grant_vouchers} grant vouchers in Pretix, {report.records} bot records, "
+        f"{report.redeemed} redeemed, {report.not_redeemed} not redeemed yet"
+    )
+    if not report.drifted:
+        out.print(f"{report.conference}: no drift ({totals}).", markup=False)
+        return
+    out.print(f"{report.summary_line()} ({totals})", markup=False)
+    table = Table("what", "code", "pretix id", "grant", "detail", box=None, pad_edge=False)
+    for item in report.items:
+        detail = "; ".join(
+            f"{change.term} {_drift_value(change.expected)} -> {_drift_value(change.actual)}"
+            for change in item.changes
+        )
+        if item.redeemed:
+            detail = f"{detail}; redeemed {item.redeemed}".lstrip("; ")
+        cells = (
+            _DRIFT_WORDS[item.kind],
+            item.code,
+            str(item.pretix_voucher_id or "-"),
+            item.grant_external_id or "-",
+            detail or "-",
+        )
+        table.add_row(*(Text(cell) for cell in cells))  # data, never rich markup
+    out.print(table)
+
+
+def _drift_value(value: object) -> str:
+    if value is None or value == "":
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@app.command()
+def digest(
+    conference: Annotated[
+        str | None,
+        typer.Argument(help="The conference code; may be left out when one issues vouchers."),
+    ] = None,
+    show: Annotated[
+        bool, typer.Option("--print", help="Print the digest in the terminal (the default).")
+    ] = False,
+    post: Annotated[
+        bool, typer.Option("--post", help="Post it in the conference channel now.")
+    ] = False,
+) -> None:
+    """The conference's digest: what waits for confirmation, what needs a person, redemption."""
+    with _bot() as bot:
+        pick = pick_conference(bot.conferences, conference)
+        if pick.code is None:
+            hint = f" Name one, e.g. digest {pick.suggested}." if pick.suggested else ""
+            err.print(f"{pick.problem}.{hint}", markup=False)
+            raise typer.Exit(BAD_INPUT)
+        if post and bot.slack is None:
+            err.print(
+                "Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET to post.", markup=False
+            )
+            raise typer.Exit(BAD_INPUT)
+        now = bot.services.clock()
+        if not post or show:
+            out.print(digest_text(build_digest(bot.services, conference=pick.code, now=now)))
+        if post:
+            assert bot.slack is not None
+            _post_digest_now(bot.slack, bot.services, pick.code, now)
+
+
+def _post_digest_now(
+    slack: SlackRuntime, services: ServiceContext, code: str, now: dt.datetime
+) -> None:
+    """Enqueue the digest and deliver the outbox now (a running bot's poster would, too)."""
+    posted = post_digest(slack.outbox, services, code, now, False)
+    if posted.ref is None:
+        err.print(f"Not posted: {posted.skipped}.", markup=False)
+        raise typer.Exit(NEEDS_PERSON)
+    for _ in range(50):  # the message, then its CSV (which waits for the message's ts)
+        if slack.poster.run_once() == 0:
+            break
+    channel = posted.digest.channel
+    if slack.outbox.ts(posted.ref) is None:
+        out.print(
+            f"Queued for {channel}: Slack did not take it yet; the running bot will post it.",
+            markup=False,
+        )
+        return
+    extra = " with the CSV of every line in its thread" if posted.csv_attached else ""
+    out.print(
+        f"Posted the digest of {posted.digest.conference_name} in {channel}{extra}.", markup=False
+    )

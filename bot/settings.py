@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = Field(default=30, ge=1)
     work_lease_seconds: int = Field(default=180, ge=10)
     max_provisioning_attempts: int = Field(default=8, ge=1)
+    # `false`: a scheduled digest with nothing to report is not posted (one asked for is).
+    digest_post_empty: bool = True
 
     # Bulk issuance: how long a request waits for a second person's approval, and whether
     # its requester may approve it.

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.commands import bulk, buttons, voucher
+from bot.commands import bulk, buttons, digest, drift, voucher
 from bot.slack.edge import SlackEdge
 
 
 def register(app: App, edge: SlackEdge) -> None:
     """Attach the listeners of every Slack surface to the app."""
+    # Subcommands with a listener of their own (a matcher on the text) come before
+    # `voucher`, which answers every other `/voucher` request.
+    digest.register(app, edge)
+    drift.register(app, edge)
     voucher.register(app, edge)
     buttons.register(app, edge)
     bulk.register(app, edge)

@@ -16,6 +16,8 @@ class Action(enum.StrEnum):
     RESEND = "resend"
     REVOKE = "revoke"
     BULK = "bulk"  # `bulk [conference]`: no person, only a conference
+    DIGEST = "digest"  # `digest [conference]`: its listener is bot.commands.digest
+    DRIFT = "drift"
     HELP = "help"
 
 

@@ -129,7 +129,7 @@ def run_voucher_command(edge: SlackEdge, parsed: VoucherCommand, actor: Actor) -
             return revoke_result_message(
                 revoke_grant_voucher(services, grant_id=grant_id, actor=actor)
             )
-        case Action.HELP | Action.BULK:  # bulk never gets here (answer_bulk_command)
+        case Action.HELP | Action.BULK | Action.DIGEST | Action.DRIFT:  # own listeners
             return help_message()
 
 

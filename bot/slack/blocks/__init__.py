@@ -6,7 +6,8 @@ emails, codes, errors, what a person typed) goes through `escape`, and every mrk
 is `verbatim`, so a grantee called `<!channel>` or `@here` pings nobody.
 
 `answers` holds what `/voucher` answers the person who ran it, `status` the `/voucher status`
-report, `threads` and `thread_state` the grant's thread in the conference channel. They share
+report, `threads` and `thread_state` the grant's thread in the conference channel, `digest`
+the daily digest. They share
 `_text` (escaping and phrases), `_layout` (blocks, limits, `Message`) and `_outcome_lines`.
 `bulk` holds the bulk issuance card (preview, decision, progress), its summary and its CSV.
 """
@@ -61,6 +62,17 @@ from bot.slack.blocks.bulk import (
     progress_bar,
     wants_csv,
 )
+from bot.slack.blocks.digest import (
+    DigestRendering,
+    digest_cut,
+    digest_file_comment,
+    digest_message,
+    digest_not_posted_message,
+    digest_posted_message,
+    digest_working_message,
+    render_digest,
+)
+from bot.slack.blocks.drift import drift_message, drift_working_message
 from bot.slack.blocks.status import status_message
 from bot.slack.blocks.thread_state import parent_state
 from bot.slack.blocks.threads import intake_reply, thread_parent, thread_reply
@@ -98,6 +110,15 @@ __all__ = [
     "bulk_refusal_message",
     "bulk_summary_message",
     "bulk_working_message",
+    "DigestRendering",
+    "digest_cut",
+    "digest_file_comment",
+    "digest_message",
+    "digest_not_posted_message",
+    "digest_posted_message",
+    "digest_working_message",
+    "drift_message",
+    "drift_working_message",
     "error_message",
     "escape",
     "help_message",
@@ -110,6 +131,7 @@ __all__ = [
     "provision_result_message",
     "redact_codes",
     "redact_payload",
+    "render_digest",
     "resend_result_message",
     "revoke_result_message",
     "status_message",

@@ -64,6 +64,18 @@ _SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
         "preview a voucher for everyone due one; a second member of staff approves it",
         "bulk pycon2026",
     ),
+    (
+        "digest",
+        "[conference]",
+        "post the conference's digest in its channel now",
+        "digest pycon2026",
+    ),
+    (
+        "drift",
+        "[conference]",
+        "Pretix grant vouchers against the bot's records: unknown, gone or edited ones",
+        "drift pycon2026",
+    ),
     ("help", "", "this message", ""),
 )
 
