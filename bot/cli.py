@@ -32,8 +32,8 @@ from bot import migrations
 from bot.bootstrap import Bot, SlackRuntime, build_bot, startup_summary
 from bot.digest_text import digest_text
 from bot.logs import configure_logging
-from bot.services import bulk
 from bot.pretix import PretixError
+from bot.services import bulk
 from bot.services.actors import Actor
 from bot.services.checks import (
     CheckResult,
@@ -1110,6 +1110,8 @@ def _print_bulk_summary(summary: bulk.BulkSummary) -> int:
             markup=False,
         )
     return NEEDS_PERSON if summary.failed or summary.skipped else OK
+
+
 # --- drift: Pretix grant vouchers against the bot's records -------------------------------
 # (A block of its own: the commands above belong to other work.)
 

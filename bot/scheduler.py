@@ -14,8 +14,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.bootstrap import Bot
-from bot.services.bulk import BulkRef, BulkReporter, NoReporter, expire_due, resume_stalled
 from bot.conferences import ConferenceConfig
+from bot.services.bulk import BulkRef, BulkReporter, NoReporter, expire_due, resume_stalled
 from bot.services.digest_schedule import (
     HOUSEKEEPING_JOB,
     DigestPoster,
