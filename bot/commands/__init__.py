@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.commands import buttons, voucher
+from bot.commands import buttons, held, voucher
 from bot.slack.edge import SlackEdge
 
 
@@ -15,3 +15,4 @@ def register(app: App, edge: SlackEdge) -> None:
     """Attach the listeners of every Slack surface to the app."""
     voucher.register(app, edge)
     buttons.register(app, edge)
+    held.register(app, edge)

@@ -14,12 +14,18 @@ from bot.conferences import ConferenceConfig, Conferences
 from bot.mailer import Mailer
 from bot.pretix import PretixClient
 from bot.services.codes import generate_voucher_code
-from bot.services.outcomes import GrantIntake, ProvisionOutcome, ResendOutcome, RevokeOutcome
+from bot.services.outcomes import (
+    GrantIntake,
+    HeldOutcome,
+    ProvisionOutcome,
+    ResendOutcome,
+    RevokeOutcome,
+)
 from bot.storage import Database, utcnow
 
 log = structlog.get_logger(__name__)
 
-Outcome = ProvisionOutcome | RevokeOutcome | ResendOutcome | GrantIntake
+Outcome = ProvisionOutcome | RevokeOutcome | ResendOutcome | GrantIntake | HeldOutcome
 
 
 class OutcomeListener(Protocol):

@@ -173,7 +173,9 @@ def conference_summaries(
                 summary.emails_by_state[email_state.value] += count
             held = session.scalar(
                 select(func.count()).where(
-                    Grant.conference_id == conference.id, Grant.hold_reason.is_not(None)
+                    Grant.conference_id == conference.id,
+                    Grant.hold_reason.is_not(None),
+                    Grant.dismissed_at.is_(None),  # dismissed: decided, not held
                 )
             )
             missing = session.scalar(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from slack_bolt import Respond
@@ -18,6 +19,13 @@ from bot.worker import Worker
 log = structlog.get_logger(__name__)
 
 
+class HomeViews(Protocol):
+    """The App Home tab (bot.slack.home.HomeTab): publish a person's Home, maybe with a note."""
+
+    def show(self, user: str, *, notice: Message | None = None) -> None:
+        """Publish `user`'s Home now (through the outbox), `notice` on top."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class SlackEdge:
     """The collaborators of the Slack handlers, built once in `bot.slack.app`."""
@@ -27,6 +35,7 @@ class SlackEdge:
     worker: Worker
     client: WebClient
     outbox: Outbox  # every message posted or updated in a channel goes through it
+    home: HomeViews | None = None  # App Home; clicks there have no response_url
 
     def answer_later(self, name: str, respond: Respond, work: Callable[[], Message]) -> None:
         """Run `work` on the worker and send its answer; a failure is logged and told, in words."""

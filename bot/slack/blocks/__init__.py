@@ -43,6 +43,18 @@ from bot.slack.blocks.answers import (
     unresolved_text,
     working_message,
 )
+from bot.slack.blocks.decisions import (
+    DISMISS_REASON_BLOCK,
+    DISMISS_REASON_INPUT,
+    DISMISS_VIEW,
+    actor_mention,
+    dismiss_modal,
+    dismiss_reason,
+    held_buttons,
+    held_line,
+    held_result_message,
+    revoke_button,
+)
 from bot.slack.blocks.status import status_message
 from bot.slack.blocks.thread_state import parent_state
 from bot.slack.blocks.threads import intake_reply, thread_parent, thread_reply
@@ -53,6 +65,9 @@ __all__ = [
     "BULK_RETRY_FAILED_ACTION",
     "COMMAND",
     "DETAIL_LIMIT",
+    "DISMISS_REASON_BLOCK",
+    "DISMISS_REASON_INPUT",
+    "DISMISS_VIEW",
     "FALLBACK_LIMIT",
     "FIELD_LIMIT",
     "HELD_DISMISS_ACTION",
@@ -67,8 +82,14 @@ __all__ = [
     "Block",
     "Message",
     "Outcome",
+    "actor_mention",
+    "dismiss_modal",
+    "dismiss_reason",
     "error_message",
     "escape",
+    "held_buttons",
+    "held_line",
+    "held_result_message",
     "help_message",
     "intake_reply",
     "mask_code",
@@ -79,6 +100,7 @@ __all__ = [
     "redact_codes",
     "redact_payload",
     "resend_result_message",
+    "revoke_button",
     "revoke_result_message",
     "status_message",
     "thread_parent",
