@@ -6,7 +6,8 @@ emails, codes, errors, what a person typed) goes through `escape`, and every mrk
 is `verbatim`, so a grantee called `<!channel>` or `@here` pings nobody.
 
 `answers` holds what `/voucher` answers the person who ran it, `status` the `/voucher status`
-report, `threads` and `thread_state` the grant's thread in the conference channel. They share
+report, `threads` and `thread_state` the grant's thread in the conference channel, `digest`
+the daily digest. They share
 `_text` (escaping and phrases), `_layout` (blocks, limits, `Message`) and `_outcome_lines`.
 """
 
@@ -55,6 +56,13 @@ from bot.slack.blocks.decisions import (
     held_result_message,
     revoke_button,
 )
+from bot.slack.blocks.digest import (
+    DigestRendering,
+    digest_cut,
+    digest_file_comment,
+    digest_message,
+    render_digest,
+)
 from bot.slack.blocks.status import status_message
 from bot.slack.blocks.thread_state import parent_state
 from bot.slack.blocks.threads import intake_reply, thread_parent, thread_reply
@@ -80,11 +88,15 @@ __all__ = [
     "REVOKE_ACTION",
     "TEXT_LIMIT",
     "Block",
+    "DigestRendering",
     "Message",
     "Outcome",
     "actor_mention",
     "dismiss_modal",
     "dismiss_reason",
+    "digest_cut",
+    "digest_file_comment",
+    "digest_message",
     "error_message",
     "escape",
     "held_buttons",
@@ -99,6 +111,7 @@ __all__ = [
     "provision_result_message",
     "redact_codes",
     "redact_payload",
+    "render_digest",
     "resend_result_message",
     "revoke_button",
     "revoke_result_message",
