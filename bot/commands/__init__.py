@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.commands import buttons, held, voucher
+from bot.commands import buttons, held, home, voucher
 from bot.slack.edge import SlackEdge
 
 
@@ -16,3 +16,4 @@ def register(app: App, edge: SlackEdge) -> None:
     voucher.register(app, edge)
     buttons.register(app, edge)
     held.register(app, edge)
+    home.register(app, edge)

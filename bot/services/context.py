@@ -42,6 +42,21 @@ class NoListener:
         """Ignore the outcome."""
 
 
+class Listeners:
+    """Several listeners as one (the grantee's thread and App Home hear every outcome)."""
+
+    def __init__(self, *listeners: OutcomeListener) -> None:
+        self._listeners = listeners
+
+    def publish(self, outcome: Outcome) -> None:
+        """Tell each listener; one failing never keeps the outcome from the others."""
+        for listener in self._listeners:
+            try:
+                listener.publish(outcome)
+            except Exception:
+                log.exception("outcome listener failed", outcome=type(outcome).__name__)
+
+
 def retry_backoff(attempt: int) -> dt.timedelta:
     """Exponential backoff with full jitter: about 30 s, 1 min, 2 min ... capped at 1 h."""
     ceiling = min(30.0 * 2 ** max(attempt - 1, 0), 3600.0)

@@ -30,6 +30,7 @@ from bot.services.staff import StaffDirectory
 from bot.settings import Settings
 from bot.slack.blocks import error_message
 from bot.slack.edge import SlackEdge
+from bot.slack.home import HomeTab
 from bot.slack.outbox import Outbox
 from bot.storage import Database
 from bot.worker import Worker
@@ -117,12 +118,15 @@ def build_slack_app(settings: Settings, edge: SlackEdge) -> App:
 def build_edge(settings: Settings, services: ServiceContext, worker: Worker) -> SlackEdge:
     """Client, staff directory and worker for the listeners."""
     client = build_web_client(settings)
+    staff = build_staff(settings, client)
+    outbox = Outbox(services.db)
     return SlackEdge(
         services=services,
-        staff=build_staff(settings, client),
+        staff=staff,
         worker=worker,
         client=client,
-        outbox=Outbox(services.db),
+        outbox=outbox,
+        home=HomeTab(services=services, staff=staff, outbox=outbox),
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 from slack_bolt import Respond
@@ -13,17 +12,11 @@ from slack_sdk import WebClient
 from bot.services.context import ServiceContext
 from bot.services.staff import StaffDirectory
 from bot.slack.blocks import Message, error_message
+from bot.slack.home import HomeTab
 from bot.slack.outbox import Outbox
 from bot.worker import Worker
 
 log = structlog.get_logger(__name__)
-
-
-class HomeViews(Protocol):
-    """The App Home tab (bot.slack.home.HomeTab): publish a person's Home, maybe with a note."""
-
-    def show(self, user: str, *, notice: Message | None = None) -> None:
-        """Publish `user`'s Home now (through the outbox), `notice` on top."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +28,7 @@ class SlackEdge:
     worker: Worker
     client: WebClient
     outbox: Outbox  # every message posted or updated in a channel goes through it
-    home: HomeViews | None = None  # App Home; clicks there have no response_url
+    home: HomeTab | None = None  # App Home; clicks there have no response_url
 
     def answer_later(self, name: str, respond: Respond, work: Callable[[], Message]) -> None:
         """Run `work` on the worker and send its answer; a failure is logged and told, in words."""
