@@ -20,8 +20,7 @@ import structlog
 from bot.services.context import Outcome, ServiceContext
 from bot.services.home import HomePicture, home_picture
 from bot.services.staff import StaffDirectory
-from bot.slack.blocks import Message
-from bot.slack.blocks.home import home_view
+from bot.slack.blocks import Message, home_view
 from bot.slack.outbox import Outbox
 from bot.storage import utcnow
 

@@ -63,6 +63,7 @@ from bot.slack.blocks.digest import (
     digest_message,
     render_digest,
 )
+from bot.slack.blocks.home import MAX_HOME_BLOCKS, home_view
 from bot.slack.blocks.status import status_message
 from bot.slack.blocks.thread_state import parent_state
 from bot.slack.blocks.threads import intake_reply, thread_parent, thread_reply
@@ -84,6 +85,7 @@ __all__ = [
     "MAX_BLOCKS",
     "MAX_CONTEXT_ELEMENTS",
     "MAX_FIELDS",
+    "MAX_HOME_BLOCKS",
     "RETRY_ACTION",
     "REVOKE_ACTION",
     "TEXT_LIMIT",
@@ -92,17 +94,18 @@ __all__ = [
     "Message",
     "Outcome",
     "actor_mention",
-    "dismiss_modal",
-    "dismiss_reason",
     "digest_cut",
     "digest_file_comment",
     "digest_message",
+    "dismiss_modal",
+    "dismiss_reason",
     "error_message",
     "escape",
     "held_buttons",
     "held_line",
     "held_result_message",
     "help_message",
+    "home_view",
     "intake_reply",
     "mask_code",
     "not_staff_message",
