@@ -309,3 +309,11 @@ def test_home_picture_has_every_configured_conference(
     assert conference.digest.conference == code
     assert [b.id for b in conference.bulk] == [picture_grants["bulk"]]
     assert [h.grant.id for h in conference.digest.held] == [picture_grants["held"]]
+
+
+def test_the_event_request_url_answers_slacks_challenge(http: httpx.Client) -> None:
+    from tests.fakes.slack_requests import url_verification_body
+
+    response = post(http, url_verification_body("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7"))
+    assert response.status_code == 200
+    assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7" in response.text

@@ -14,7 +14,9 @@ Addresses served:
   (`response_url(name)`); at most five uses, like Slack's;
 - `/upload/v1/<file_id>`: the upload URL that files.getUploadURLExternal hands out.
 
-Messages the bot posts are kept, so chat.update finds them (or answers message_not_found,
+views.open (a modal; each trigger_id once) and views.publish (an App Home view, type `home`)
+check views as Slack does (type, title, at most 100 blocks) and keep them: `opened_views()`,
+`home(user)`. Messages the bot posts are kept, so chat.update finds them (or answers message_not_found,
 as Slack does for an unknown or ephemeral ts); `message(channel, ts)` shows the last state.
 """
 
