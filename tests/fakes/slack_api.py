@@ -16,8 +16,9 @@ Addresses served:
 
 views.open (a modal; each trigger_id once) and views.publish (an App Home view, type `home`)
 check views as Slack does (type, title, at most 100 blocks) and keep them: `opened_views()`,
-`home(user)`. Messages the bot posts are kept, so chat.update finds them (or answers message_not_found,
-as Slack does for an unknown or ephemeral ts); `message(channel, ts)` shows the last state.
+`home(user)`. Messages the bot posts are kept, so chat.update finds them (or answers
+message_not_found, as Slack does for an unknown or ephemeral ts); `message(channel, ts)` shows
+the last state.
 """
 
 from __future__ import annotations
