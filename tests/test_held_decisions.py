@@ -248,6 +248,7 @@ def test_the_same_dismissal_submitted_twice_dismisses_once(
     values = {DISMISS_REASON_BLOCK: {DISMISS_REASON_INPUT: "duplicate application"}}
     body = view_submission_body(user_id=STAFF_USER, view=view, values=values)
     assert post(http, body).status_code == 200
+    running_bot.worker.join(timeout=10)  # Slack redelivers only after its 3-second timeout
     assert post(http, body, retry_num=1, retry_reason="http_timeout").status_code == 200
     other = view_submission_body(user_id=STAFF_USER_2, view=view, values=values)
     assert post(http, other).status_code == 200
