@@ -454,3 +454,24 @@ def stored_conference_code(bot_ctx: ServiceContext, grant_id: int) -> str:
 def summary_held(bot_ctx: ServiceContext, code: str) -> int:
     [summary] = [s for s in conference_summaries(bot_ctx.db) if s.code == code]
     return summary.held
+
+
+def test_status_tells_a_dismissed_grant_from_a_held_one(
+    ctx: ServiceContext, make_grant: Callable[..., int]
+) -> None:
+    from bot.services.actors import Actor
+    from bot.services.status import grant_status
+    from bot.slack.blocks import status_message
+
+    grant_id = make_grant(previous_status="waiting_list")
+    held = grant_status(ctx.db, grant_id=grant_id)
+    assert held is not None and held.hold_reason and held.dismissed is None
+    staff = Actor(Source.BUTTON, STAFF_USER)
+    dismiss_held_grant(ctx, grant_id=grant_id, actor=staff, reason="withdrew by email")
+
+    report = grant_status(ctx.db, grant_id=grant_id)
+    assert report is not None and report.hold_reason is None
+    assert report.dismissed is not None
+    assert f"by button:{STAFF_USER}" in report.dismissed and "withdrew by email" in report.dismissed
+    shown = json.dumps(status_message(report).blocks)
+    assert "Dismissed, no voucher:" in shown and "Held for staff" not in shown
