@@ -475,3 +475,25 @@ def test_status_tells_a_dismissed_grant_from_a_held_one(
     assert f"by button:{STAFF_USER}" in report.dismissed and "withdrew by email" in report.dismissed
     shown = json.dumps(status_message(report).blocks)
     assert "Dismissed, no voucher:" in shown and "Held for staff" not in shown
+
+
+def test_voucher_issue_by_hand_still_issues_a_dismissed_grant_and_clears_the_dismissal(
+    ctx: ServiceContext, make_grant: Callable[..., int], pretix_server: FakePretix
+) -> None:
+    from bot.services.actors import Actor
+
+    grant_id = make_grant(previous_status="waiting_list")
+    dismiss_held_grant(
+        ctx, grant_id=grant_id, actor=Actor(Source.BUTTON, STAFF_USER), reason="by mistake"
+    )
+    outcome = provision_grant_voucher(
+        ctx, grant_id=grant_id, actor=Actor(Source.SLASH_COMMAND, STAFF_USER), release_hold=True
+    )
+
+    assert outcome.result is ProvisionResult.CREATED
+    assert len(pretix_server.all_vouchers()) == 1
+    with ctx.db.transaction() as session:
+        grant = session.get(Grant, grant_id)
+        assert grant is not None
+        assert grant.hold_reason is None and grant.dismissed_at is None
+    assert [e.outcome for e in grant_events(ctx.db, grant_id, "held_dismiss")] == ["dismissed"]
