@@ -13,7 +13,7 @@ from bot.conferences import ConferenceConfig, Conferences, load_conferences
 from bot.mailer import SmtpMailer, message_id_domain
 from bot.pretix import PretixClient
 from bot.services.conference_sync import sync_conferences
-from bot.services.context import ServiceContext
+from bot.services.context import Listeners, ServiceContext
 from bot.services.digest_schedule import DigestPoster
 from bot.settings import PRETIX_MAX_RETRY_AFTER, Settings
 from bot.slack.app import build_edge, build_slack_app
@@ -55,6 +55,8 @@ class Bot:
 
     def close(self) -> None:
         """Finish background jobs, then release connections (HTTP pool, database pool)."""
+        if self.slack is not None and self.slack.edge.home is not None:
+            self.slack.edge.home.close()
         self.worker.shutdown(wait=True)
         self.background.shutdown(wait=True)
         if self.pretix is not None:
@@ -115,7 +117,9 @@ def build_bot(
         poster = StatusPoster(db=db, client=edge.client, conferences=conferences)
         edge.outbox.wake = poster.wake
         # Every outcome, from any edge (CLI included), goes to the grantee's thread.
-        services.listener = StatusOutbox(db=db, conferences=conferences, wake=poster.wake)
+        thread = StatusOutbox(db=db, conferences=conferences, wake=poster.wake)
+        # App Home refreshes its viewers after any outcome too (debounced).
+        services.listener = thread if edge.home is None else Listeners(thread, edge.home)
         slack = SlackRuntime(
             edge=edge,
             app=build_slack_app(settings, edge, commands.register),

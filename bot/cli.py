@@ -808,6 +808,8 @@ def _print_status(report: GrantStatusReport) -> None:
         out.print(f"  reply deadline: {report.reply_deadline:%Y-%m-%d %H:%M} UTC")
     if report.hold_reason:
         out.print(f"  HELD: {report.hold_reason}", markup=False)
+    if report.dismissed:
+        out.print(f"  DISMISSED (no voucher): {report.dismissed}", markup=False)
     voucher = report.voucher
     if voucher is None:
         out.print("  voucher: none")

@@ -67,3 +67,18 @@ def test_the_example_conference_file_is_valid() -> None:
     # Copied as it is, the example must not set up a conference whose vouchers expired.
     today = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     assert not [r for r in check_conferences(conferences, now=today) if r.failed]
+
+
+def test_the_home_tab_is_on_and_app_home_opened_reaches_the_bot() -> None:
+    data = manifest()
+    app_home = data["features"]["app_home"]
+    assert app_home["home_tab_enabled"] is True
+    events = data["settings"]["event_subscriptions"]
+    assert events["request_url"].endswith("/slack/events")
+    assert events["bot_events"] == ["app_home_opened"]
+
+
+def test_every_subscribed_event_has_a_listener() -> None:
+    from bot.commands.home import HOME_OPENED
+
+    assert set(manifest()["settings"]["event_subscriptions"]["bot_events"]) == {HOME_OPENED}

@@ -504,6 +504,11 @@ def test_replies_for_problems(result: ProvisionResult, words: str, retry: bool) 
     assert words in reply.text
     if retry:
         assert_retry_button(reply)
+    elif result is ProvisionResult.HELD:  # a person decides, with the held grant's buttons
+        assert [(b["action_id"], b["value"]) for b in buttons(reply)] == [
+            ("held_issue", "42"),
+            ("held_dismiss", "42"),
+        ]
     else:
         assert buttons(reply) == []
 
@@ -676,7 +681,11 @@ def test_intake_replies() -> None:
     refused = intake_reply(intake(refused_with_voucher=True))
     assert refused is not None
     assert "`/voucher revoke 1234 pycon2026`" in shown(refused)
-    assert buttons(held) == buttons(refused) == []
+    assert [(b["action_id"], b["value"]) for b in buttons(held)] == [
+        ("held_issue", "42"),
+        ("held_dismiss", "42"),
+    ]
+    assert [(b["action_id"], b["value"]) for b in buttons(refused)] == [("revoke_voucher", "42")]
     assert intake_reply(intake(provision=True)) is None
     assert intake_reply(intake()) is None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.commands import bulk, buttons, digest, drift, voucher
+from bot.commands import bulk, buttons, digest, drift, held, home, voucher
 from bot.slack.edge import SlackEdge
 
 
@@ -20,3 +20,5 @@ def register(app: App, edge: SlackEdge) -> None:
     voucher.register(app, edge)
     buttons.register(app, edge)
     bulk.register(app, edge)
+    held.register(app, edge)
+    home.register(app, edge)

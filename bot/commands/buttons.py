@@ -6,6 +6,7 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
+from bot.commands.held import Click, answer
 from bot.services.actors import Actor
 from bot.services.audit import write_audit_event
 from bot.services.retry import retry_grant
@@ -42,9 +43,7 @@ def answer_retry(edge: SlackEdge, *, ack: Ack, body: dict[str, Any], respond: Re
     if not edge.staff.is_staff(user):
 
         def refuse() -> None:
-            respond(
-                **not_staff_message().as_kwargs(), response_type="ephemeral", replace_original=False
-            )
+            answer(edge, Click(body), not_staff_message())
             write_audit_event(
                 edge.services.db,
                 actor=actor,
@@ -60,6 +59,19 @@ def answer_retry(edge: SlackEdge, *, ack: Ack, body: dict[str, Any], respond: Re
         edge.worker.submit("broken button", lambda: respond(**broken.as_kwargs()))
         return
 
+    if not body.get("response_url"):  # clicked in App Home: the answer goes on top of it
+        click = Click(body)
+        edge.worker.submit(
+            "retry button",
+            lambda: answer(
+                edge,
+                click,
+                provision_result_message(
+                    retry_grant(edge.services, grant_id=int(value), actor=actor)
+                ),
+            ),
+        )
+        return
     edge.answer_later(
         "retry button",
         respond,

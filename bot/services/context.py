@@ -14,12 +14,18 @@ from bot.conferences import ConferenceConfig, Conferences
 from bot.mailer import Mailer
 from bot.pretix import PretixClient
 from bot.services.codes import generate_voucher_code
-from bot.services.outcomes import GrantIntake, ProvisionOutcome, ResendOutcome, RevokeOutcome
+from bot.services.outcomes import (
+    GrantIntake,
+    HeldOutcome,
+    ProvisionOutcome,
+    ResendOutcome,
+    RevokeOutcome,
+)
 from bot.storage import Database, utcnow
 
 log = structlog.get_logger(__name__)
 
-Outcome = ProvisionOutcome | RevokeOutcome | ResendOutcome | GrantIntake
+Outcome = ProvisionOutcome | RevokeOutcome | ResendOutcome | GrantIntake | HeldOutcome
 
 
 class OutcomeListener(Protocol):
@@ -34,6 +40,21 @@ class NoListener:
 
     def publish(self, outcome: Outcome) -> None:
         """Ignore the outcome."""
+
+
+class Listeners:
+    """Several listeners as one (the grantee's thread and App Home hear every outcome)."""
+
+    def __init__(self, *listeners: OutcomeListener) -> None:
+        self._listeners = listeners
+
+    def publish(self, outcome: Outcome) -> None:
+        """Tell each listener; one failing never keeps the outcome from the others."""
+        for listener in self._listeners:
+            try:
+                listener.publish(outcome)
+            except Exception:
+                log.exception("outcome listener failed", outcome=type(outcome).__name__)
 
 
 def retry_backoff(attempt: int) -> dt.timedelta:

@@ -426,6 +426,7 @@ def held_grants(ctx: ServiceContext, keys: set[tuple[str, str]]) -> list[tuple[G
             .join(Conference, Grant.conference_id == Conference.id)
             .where(
                 Grant.hold_reason.is_not(None),
+                Grant.dismissed_at.is_(None),
                 Conference.code.in_(sorted({code for code, _id in keys})),
                 Grant.external_id.in_(sorted({ident for _code, ident in keys})),
             )

@@ -164,6 +164,9 @@ def _status_change(
     new = grant.status
     if new is GrantStatus.CONFIRMED and old_status is not GrantStatus.CONFIRMED:
         grant.confirmed_at = payload.updated_at
+        # A new confirmation is a new case: an earlier dismissal (`held_dismiss`) is history
+        # (the audit log keeps it), not a decision on this one.
+        grant.dismissed_at = grant.dismissed_by = grant.dismiss_reason = None
         origin = payload.previous_status or (old_status.value if old_status else None)
         if origin != GrantStatus.WAITING_FOR_CONFIRMATION:
             grant.hold_reason = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
 
@@ -185,3 +186,41 @@ class VoucherIntake:
     action: IntakeAction
     message: str
     needs_person: bool = False  # refused because applying it could be wrong
+
+
+class HeldResult(enum.StrEnum):
+    """How a decision on a held grant ended."""
+
+    ISSUED = "issued"  # the hold was released and provisioning ran (see `provision`)
+    DISMISSED = "dismissed"
+    ALREADY_DISMISSED = "already_dismissed"
+    NOT_HELD = "not_held"  # released (issued) by someone, or never held
+    NOT_CONFIRMED = "not_confirmed"
+    GRANT_NOT_FOUND = "grant_not_found"
+    REASON_MISSING = "reason_missing"
+
+
+class HeldDecision(enum.StrEnum):
+    """Which decision was asked for."""
+
+    ISSUE = "held_issue"
+    DISMISS = "held_dismiss"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldOutcome:
+    """What one decision did; `decided_by`/`decided_at` name who won when this one lost."""
+
+    decision: HeldDecision
+    result: HeldResult
+    message: str
+    grant: GrantRef | None
+    decided_by: str | None = None  # an actor label, e.g. "button:U0STAFF1"
+    decided_at: dt.datetime | None = None
+    reason: str | None = None
+    provision: ProvisionOutcome | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether this call made the decision (rather than being refused)."""
+        return self.result in (HeldResult.ISSUED, HeldResult.DISMISSED)

@@ -405,7 +405,9 @@ def _release_hold(session: Session, facts: Facts, actor: Actor) -> None:
     session.execute(
         update(Grant)
         .where(Grant.id == facts.grant.id)
-        .values(hold_reason=None)
+        # An explicit issue by staff also overrides a dismissal (`held_dismiss`); the audit
+        # log keeps the dismissal.
+        .values(hold_reason=None, dismissed_at=None, dismissed_by=None, dismiss_reason=None)
         .execution_options(synchronize_session=False)
     )
     add_audit_event(

@@ -70,6 +70,8 @@ class GrantStatusReport:
     updated_at: dt.datetime
     voucher: VoucherView | None
     history: tuple[AuditLine, ...]
+    # A held grant closed without a voucher (`held_dismiss`): who, when and why, in words.
+    dismissed: str | None = None
 
 
 def grant_status(db: Database, *, grant_id: int, history: int = 5) -> GrantStatusReport | None:
@@ -89,13 +91,19 @@ def grant_status(db: Database, *, grant_id: int, history: int = 5) -> GrantStatu
         return GrantStatusReport(
             grant=grant_ref(grant, conference),
             status=grant.status,
-            hold_reason=grant.hold_reason,
+            hold_reason=None if grant.dismissed_at else grant.hold_reason,
             confirmed_at=grant.confirmed_at,
             reply_deadline=grant.applicant_reply_deadline,
             updated_at=grant.source_updated_at,
             voucher=_voucher_view(row) if row else None,
             history=tuple(
                 AuditLine(e.occurred_at, e.actor, e.action, e.outcome) for e in reversed(events)
+            ),
+            dismissed=(
+                f"by {grant.dismissed_by} on {grant.dismissed_at:%Y-%m-%d %H:%M} UTC: "
+                f"{grant.dismiss_reason or '-'} (was held: {grant.hold_reason or '-'})"
+                if grant.dismissed_at
+                else None
             ),
         )
 
@@ -173,7 +181,9 @@ def conference_summaries(
                 summary.emails_by_state[email_state.value] += count
             held = session.scalar(
                 select(func.count()).where(
-                    Grant.conference_id == conference.id, Grant.hold_reason.is_not(None)
+                    Grant.conference_id == conference.id,
+                    Grant.hold_reason.is_not(None),
+                    Grant.dismissed_at.is_(None),  # dismissed: decided, not held
                 )
             )
             missing = session.scalar(

@@ -30,6 +30,7 @@ from bot.settings import Settings
 from bot.slack.blocks import approvers_mention, error_message
 from bot.slack.bulk_card import BulkCardPublisher
 from bot.slack.edge import SlackEdge
+from bot.slack.home import HomeTab
 from bot.slack.outbox import Outbox
 from bot.storage import Database
 from bot.worker import Worker
@@ -128,10 +129,11 @@ def build_edge(
 ) -> SlackEdge:
     """Client, staff directory, workers and outbox for the listeners."""
     client = build_web_client(settings)
+    staff = build_staff(settings, client)
     outbox = Outbox(services.db)
     return SlackEdge(
         services=services,
-        staff=build_staff(settings, client),
+        staff=staff,
         worker=worker,
         client=client,
         outbox=outbox,
@@ -144,6 +146,7 @@ def build_edge(
                 settings.slack_staff_usergroup, settings.slack_staff_user_ids
             ),
         ),
+        home=HomeTab(services=services, staff=staff, outbox=outbox),
     )
 
 

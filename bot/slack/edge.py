@@ -14,6 +14,7 @@ from bot.services.staff import StaffDirectory
 from bot.settings import Settings
 from bot.slack.blocks import Message, error_message
 from bot.slack.bulk_card import BulkCardPublisher
+from bot.slack.home import HomeTab
 from bot.slack.outbox import Outbox
 from bot.worker import Worker
 
@@ -32,6 +33,7 @@ class SlackEdge:
     settings: Settings
     background: Worker  # long work (a bulk run) that must not hold up answers to people
     bulk: BulkCardPublisher  # the bulk requests' cards in the conference channels
+    home: HomeTab | None = None  # App Home; clicks there have no response_url
 
     def answer_later(self, name: str, respond: Respond, work: Callable[[], Message]) -> None:
         """Run `work` on the worker and send its answer; a failure is logged and told, in words."""

@@ -14,8 +14,11 @@ Addresses served:
   (`response_url(name)`); at most five uses, like Slack's;
 - `/upload/v1/<file_id>`: the upload URL that files.getUploadURLExternal hands out.
 
-Messages the bot posts are kept, so chat.update finds them (or answers message_not_found,
-as Slack does for an unknown or ephemeral ts); `message(channel, ts)` shows the last state.
+views.open (a modal; each trigger_id once) and views.publish (an App Home view, type `home`)
+check views as Slack does (type, title, at most 100 blocks) and keep them: `opened_views()`,
+`home(user)`. Messages the bot posts are kept, so chat.update finds them (or answers
+message_not_found, as Slack does for an unknown or ephemeral ts); `message(channel, ts)` shows
+the last state.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ FIRST_TS_SECONDS = 1_767_225_600
 TS_STEP_MICROSECONDS = 100
 RESPONSE_URL_MAX_USES = 5
 MAX_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100  # a modal or an App Home view
 SERVER_ERROR_HTML = (
     '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
     "<title>Server Error | Slack</title></head><body><h1>Server Error</h1>"
@@ -193,6 +197,9 @@ class FakeSlack:
         self._uploads: dict[str, SlackUpload] = {}
         self._ts_counter = 0
         self._file_counter = 0
+        self._views: dict[str, dict[str, Any]] = {}  # view id -> view, as Slack answered it
+        self._homes: dict[str, str] = {}  # user -> the view id of their App Home
+        self._used_triggers: set[str] = set()
         self._server: _Server | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -205,6 +212,8 @@ class FakeSlack:
             "conversations.info": self._conversations_info,
             "files.getUploadURLExternal": self._files_get_upload_url_external,
             "files.completeUploadExternal": self._files_complete_upload_external,
+            "views.open": self._views_open,
+            "views.publish": self._views_publish,
         }
 
     # --- life cycle -------------------------------------------------------------------------
@@ -315,6 +324,9 @@ class FakeSlack:
             self._faults.clear()
             self._messages.clear()
             self._uploads.clear()
+            self._views.clear()
+            self._homes.clear()
+            self._used_triggers.clear()
             self._ts_counter = 0
             self._file_counter = 0
             self.latency, self.free_plan, self.email_scope = self._initial
@@ -407,6 +419,17 @@ class FakeSlack:
                 if channel is None or key[0] == channel
             ]
             return copy.deepcopy(found)
+
+    def home(self, user: str) -> dict[str, Any] | None:
+        """The App Home view last published for `user` (views.publish), or None."""
+        with self._cond:
+            view_id = self._homes.get(user)
+            return copy.deepcopy(self._views[view_id]) if view_id else None
+
+    def opened_views(self) -> list[dict[str, Any]]:
+        """The modals opened with views.open, in order."""
+        with self._cond:
+            return [copy.deepcopy(v) for v in self._views.values() if v["type"] == "modal"]
 
     def uploads(self) -> list[SlackUpload]:
         """Files started with files.getUploadURLExternal, in order; see `completed`."""
@@ -631,6 +654,47 @@ class FakeSlack:
             done.append(self._file_json(upload))
         return {"files": done}
 
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        # A trigger_id opens one view, once (Slack: exchanged_trigger_id); Slack also expires
+        # it 3 seconds after the click, which this fake cannot know.
+        trigger = _required(args, "trigger_id", "invalid_trigger_id")
+        if trigger in self._used_triggers:
+            raise _ApiError("exchanged_trigger_id")
+        view = _view_arg(args, kind="modal")
+        self._used_triggers.add(trigger)
+        return {"view": self._store_view(view)}
+
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._users.get(_required(args, "user_id", "invalid_arguments"))
+        if user is None or user.deleted:
+            raise _ApiError("user_not_found")
+        view = _view_arg(args, kind="home")
+        stored = self._store_view(view, view_id=self._homes.get(user.user_id))
+        self._homes[user.user_id] = stored["id"]
+        return {"view": stored}
+
+    def _store_view(self, view: dict[str, Any], view_id: str | None = None) -> dict[str, Any]:
+        view_id = view_id or f"V{len(self._views) + 1:010d}"
+        stored = {
+            "id": view_id,
+            "team_id": TEAM_ID,
+            "type": view["type"],
+            "blocks": view.get("blocks", []),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "state": {"values": {}},
+            "hash": f"{time.time():.6f}.{view_id}",
+            "title": view.get("title"),
+            "submit": view.get("submit"),
+            "close": view.get("close"),
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            "app_id": APP_ID,
+            "bot_id": BOT_ID,
+        }
+        self._views[view_id] = stored
+        return copy.deepcopy(stored)
+
     # --- helpers (lock held) ----------------------------------------------------------------
 
     def _next_ts(self) -> str:
@@ -804,16 +868,56 @@ def _message_content(args: Mapping[str, Any]) -> tuple[str | None, list[dict[str
     return text, cast(list[dict[str, Any]] | None, blocks)
 
 
+def _view_arg(args: Mapping[str, Any], *, kind: str) -> dict[str, Any]:
+    """The `view` argument of views.open / views.publish, checked as Slack does."""
+    view = args.get("view")
+    if isinstance(view, str):  # form bodies carry the view as a JSON string
+        try:
+            view = json.loads(view)
+        except ValueError:
+            raise _ApiError("invalid_arguments") from None
+    if not isinstance(view, dict):
+        raise _ApiError("invalid_arguments")
+    errors = _view_errors(view, kind=kind)
+    if errors:
+        raise _ApiError(
+            "invalid_arguments", response_metadata={"messages": [f"[ERROR] {e}" for e in errors]}
+        )
+    return view
+
+
+def _view_errors(view: dict[str, Any], *, kind: str) -> list[str]:
+    """Slack's checks of a view (a subset): its type, title, buttons, metadata and blocks."""
+    if view.get("type") != kind:
+        return [f"must be {kind} [json-pointer:/view/type]"]
+    errors = _block_errors(view.get("blocks"), max_blocks=MAX_VIEW_BLOCKS)
+    if kind == "modal":
+        errors += _text_errors(view.get("title"), "/view/title", max_length=24, plain_only=True)
+        for name in ("submit", "close"):
+            if name in view:
+                errors += _text_errors(view[name], f"/view/{name}", max_length=24, plain_only=True)
+        has_input = any(
+            isinstance(b, dict) and b.get("type") == "input" for b in view.get("blocks") or []
+        )
+        if has_input and "submit" not in view:
+            errors.append("submit is required when an input block is present [json-pointer:/view]")
+    if len(str(view.get("private_metadata", ""))) > 3000:
+        errors.append("must be less than 3001 characters [json-pointer:/view/private_metadata]")
+    if len(str(view.get("callback_id", ""))) > 255:
+        errors.append("must be less than 256 characters [json-pointer:/view/callback_id]")
+    return errors
+
+
 # --- Block Kit limits ---------------------------------------------------------------------------
 
 
-def _block_errors(blocks: Any) -> list[str]:
+def _block_errors(blocks: Any, *, max_blocks: int = MAX_BLOCKS) -> list[str]:
     """What Slack's Block Kit validation would say about `blocks` (a subset of its rules)."""
     if not isinstance(blocks, list):
         return ["must be an array [json-pointer:/blocks]"]
     errors: list[str] = []
-    if len(blocks) > MAX_BLOCKS:
-        errors.append(f"no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]")
+    if len(blocks) > max_blocks:
+        errors.append(f"no more than {max_blocks} items allowed [json-pointer:/blocks]")
     block_ids: set[str] = set()
     for index, block in enumerate(blocks):
         at = f"/blocks/{index}"
@@ -909,11 +1013,20 @@ def _context_errors(block: dict[str, Any], at: str) -> list[str]:
     return _elements_errors(block, at, max_items=10)
 
 
+def _input_errors(block: dict[str, Any], at: str) -> list[str]:
+    errors = _text_errors(block.get("label"), f"{at}/label", max_length=2000, plain_only=True)
+    element = block.get("element")
+    if not isinstance(element, dict):
+        return [*errors, f"missing required field: element [json-pointer:{at}]"]
+    return errors + _element_errors(element, f"{at}/element")
+
+
 _BLOCK_CHECKS: dict[str, Callable[[dict[str, Any], str], list[str]]] = {
     "section": _section_errors,
     "header": _header_errors,
     "actions": _actions_errors,
     "context": _context_errors,
+    "input": _input_errors,
 }
 
 

@@ -216,3 +216,78 @@ def url_verification_body(challenge: str) -> str:
     return json.dumps(
         {"token": VERIFICATION_TOKEN, "challenge": challenge, "type": "url_verification"}
     )
+
+
+def view_submission_body(
+    *,
+    user_id: str,
+    view: Mapping[str, Any],
+    values: Mapping[str, Mapping[str, str]],
+    team_id: str = "T0TEAM",
+    user_name: str = "alice",
+    trigger_id: str | None = None,
+) -> str:
+    """A modal's Submit: `payload=` of a view_submission for `view` (as views.open answered).
+
+    `values` gives what was typed, by block_id and action_id (plain text inputs).
+    """
+    state = {
+        block: {
+            action: {"type": "plain_text_input", "value": typed} for action, typed in inputs.items()
+        }
+        for block, inputs in values.items()
+    }
+    payload: dict[str, Any] = {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": TEAM_DOMAIN},
+        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
+        "api_app_id": API_APP_ID,
+        "token": VERIFICATION_TOKEN,
+        "trigger_id": trigger_id or new_trigger_id(),
+        "view": {**dict(view), "state": {"values": state}},
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+    return urlencode({"payload": json.dumps(payload, separators=(",", ":"))})
+
+
+def app_home_opened_body(
+    *,
+    user_id: str,
+    tab: str = "home",
+    team_id: str = "T0TEAM",
+    event_id: str | None = None,
+    view: Mapping[str, Any] | None = None,
+) -> str:
+    """An Events API `app_home_opened` envelope (JSON); `view` is the Home shown, if any."""
+    now = time.time()
+    event: dict[str, Any] = {
+        "type": "app_home_opened",
+        "user": user_id,
+        "channel": f"D{secrets.token_hex(5).upper()}",
+        "tab": tab,
+        "event_ts": f"{now:.6f}",
+    }
+    if view is not None:
+        event["view"] = dict(view)
+    envelope = {
+        "token": VERIFICATION_TOKEN,
+        "team_id": team_id,
+        "api_app_id": API_APP_ID,
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{secrets.token_hex(5).upper()}",
+        "event_time": int(now),
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": team_id,
+                "user_id": BOT_USER_ID,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+    }
+    return json.dumps(envelope, separators=(",", ":"))

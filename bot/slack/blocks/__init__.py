@@ -62,6 +62,18 @@ from bot.slack.blocks.bulk import (
     progress_bar,
     wants_csv,
 )
+from bot.slack.blocks.decisions import (
+    DISMISS_REASON_BLOCK,
+    DISMISS_REASON_INPUT,
+    DISMISS_VIEW,
+    actor_mention,
+    dismiss_modal,
+    dismiss_reason,
+    held_buttons,
+    held_line,
+    held_result_message,
+    revoke_button,
+)
 from bot.slack.blocks.digest import (
     DigestRendering,
     digest_cut,
@@ -73,6 +85,7 @@ from bot.slack.blocks.digest import (
     render_digest,
 )
 from bot.slack.blocks.drift import drift_message, drift_working_message
+from bot.slack.blocks.home import MAX_HOME_BLOCKS, home_view
 from bot.slack.blocks.status import status_message
 from bot.slack.blocks.thread_state import parent_state
 from bot.slack.blocks.threads import intake_reply, thread_parent, thread_reply
@@ -83,6 +96,9 @@ __all__ = [
     "BULK_RETRY_FAILED_ACTION",
     "COMMAND",
     "DETAIL_LIMIT",
+    "DISMISS_REASON_BLOCK",
+    "DISMISS_REASON_INPUT",
+    "DISMISS_VIEW",
     "FALLBACK_LIMIT",
     "FIELD_LIMIT",
     "HELD_DISMISS_ACTION",
@@ -91,6 +107,7 @@ __all__ = [
     "MAX_BLOCKS",
     "MAX_CONTEXT_ELEMENTS",
     "MAX_FIELDS",
+    "MAX_HOME_BLOCKS",
     "RETRY_ACTION",
     "REVOKE_ACTION",
     "TEXT_LIMIT",
@@ -103,6 +120,7 @@ __all__ = [
     "DigestRendering",
     "Message",
     "Outcome",
+    "actor_mention",
     "approvers_mention",
     "bulk_already_decided_message",
     "bulk_card_message",
@@ -117,11 +135,17 @@ __all__ = [
     "digest_not_posted_message",
     "digest_posted_message",
     "digest_working_message",
+    "dismiss_modal",
+    "dismiss_reason",
     "drift_message",
     "drift_working_message",
     "error_message",
     "escape",
+    "held_buttons",
+    "held_line",
+    "held_result_message",
     "help_message",
+    "home_view",
     "intake_reply",
     "mask_code",
     "not_staff_message",
@@ -133,6 +157,7 @@ __all__ = [
     "redact_payload",
     "render_digest",
     "resend_result_message",
+    "revoke_button",
     "revoke_result_message",
     "status_message",
     "thread_parent",

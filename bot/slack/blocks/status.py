@@ -36,6 +36,8 @@ def status_message(report: GrantStatusReport) -> Message:
     blocks = [_section(_who(grant), fields=grant_fields)]
     if report.hold_reason:
         blocks.append(_warning("Held for staff:", report.hold_reason))
+    if report.dismissed:
+        blocks.append(_warning("Dismissed, no voucher:", report.dismissed))
     blocks.append(_divider())
     if report.voucher is None:
         lines = [_rich(_icon(_INFO), "No voucher yet.")]

@@ -8,6 +8,7 @@ from bot.services.outcomes import (
     EmailOutcome,
     EmailResult,
     GrantIntake,
+    HeldOutcome,
     ProvisionOutcome,
     ProvisionResult,
     ResendOutcome,
@@ -27,16 +28,19 @@ from bot.slack.blocks._text import (
     _Rich,
     _rich,
 )
+from bot.slack.blocks.decisions import held_state
 from bot.slack.blocks.threads import _provision_is_quiet, _resend_is_quiet
 
 
-def parent_state(outcome: Outcome | GrantIntake) -> str | None:
+def parent_state(outcome: Outcome | GrantIntake | HeldOutcome) -> str | None:
     """The parent's one-line state after this outcome (mrkdwn), or None when it does not change.
 
     The parent is in a channel: a voucher code shows its first 4 characters only.
     """
     if isinstance(outcome, GrantIntake):
         return _intake_state(outcome)
+    if isinstance(outcome, HeldOutcome):
+        return held_state(outcome)
     if isinstance(outcome, ProvisionOutcome):
         return _provision_state(for_channel(outcome))
     if isinstance(outcome, RevokeOutcome):

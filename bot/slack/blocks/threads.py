@@ -8,6 +8,7 @@ from bot.services.outcomes import (
     EmailResult,
     GrantIntake,
     GrantRef,
+    HeldOutcome,
     ProvisionOutcome,
     ProvisionResult,
     ResendOutcome,
@@ -16,6 +17,7 @@ from bot.services.outcomes import (
 )
 from bot.slack.blocks._layout import (
     TEXT_LIMIT,
+    Block,
     Message,
     _context,
     _message,
@@ -24,7 +26,6 @@ from bot.slack.blocks._layout import (
 )
 from bot.slack.blocks._outcome_lines import (
     Outcome,
-    _issue_hint,
     _lines_for,
     _wants_retry,
     for_channel,
@@ -42,6 +43,7 @@ from bot.slack.blocks._text import (
     _sentence,
     truncate,
 )
+from bot.slack.blocks.decisions import held_buttons, held_thread_reply, revoke_button
 
 # An email step worth telling the thread about: something happened to the email just now.
 _EMAIL_NEWS = frozenset({EmailResult.SENT, EmailResult.RETRY_SCHEDULED, EmailResult.FAILED})
@@ -79,16 +81,25 @@ def thread_parent(grant: GrantRef, *, state: str) -> Message:
     return _message(headline, blocks)
 
 
-def thread_reply(outcome: Outcome) -> Message | None:
+def thread_reply(outcome: Outcome | HeldOutcome) -> Message | None:
     """One reply in the grant's thread per meaningful step, or None for a no-op.
 
-    The thread is in a channel: voucher codes show their first 4 characters only.
+    The thread is in a channel: voucher codes show their first 4 characters only. A held
+    grant's reply carries the Issue / Dismiss buttons.
     """
+    if isinstance(outcome, HeldOutcome):
+        return held_thread_reply(outcome)
     grant = outcome.grant
     if grant is None or _is_quiet(outcome):
         return None
     lines = _lines_for(for_channel(outcome), named=False)
-    return _reply(grant, lines, retry=_wants_retry(outcome))
+    held = isinstance(outcome, ProvisionOutcome) and outcome.result is ProvisionResult.HELD
+    return _reply(
+        grant,
+        lines,
+        retry=_wants_retry(outcome),
+        buttons=held_buttons(grant.id) if held else None,
+    )
 
 
 def intake_reply(intake: GrantIntake) -> Message | None:
@@ -97,21 +108,29 @@ def intake_reply(intake: GrantIntake) -> Message | None:
     if grant is None:
         return None
     if intake.held:
-        hint = _issue_hint(grant)
+        hint = _rich("Decide with the buttons below, or issue it with ", _command("issue", grant))
+        buttons = held_buttons(grant.id)
     elif intake.refused_with_voucher:
-        # The intake message already says "revoke it if it should go": only the command here.
-        hint = _rich("To revoke it: ", _command("revoke", grant), ".")
+        # The intake message already says "revoke it if it should go": the button here.
+        hint = _rich("Revoke it with the button below, or ", _command("revoke", grant), ".")
+        buttons = revoke_button(grant.id)
     else:
         return None
     message = redact_codes(intake.message, ())
-    return _reply(grant, [_rich(_icon(_WARNING), _data(_sentence(message))), hint])
+    lines = [_rich(_icon(_WARNING), _data(_sentence(message))), hint]
+    return _reply(grant, lines, buttons=buttons)
 
 
-def _reply(grant: GrantRef, lines: list[_Rich], *, retry: bool = False) -> Message:
-    """The lines, then Retry when it may help; the notification text starts with the name."""
+def _reply(
+    grant: GrantRef, lines: list[_Rich], *, retry: bool = False, buttons: Block | None = None
+) -> Message:
+    """The lines, then Retry when it may help (or the decision's buttons); the notification
+    text starts with the name."""
     blocks = [_section(_lines(lines))]
     if retry:
         blocks.append(_retry_button(grant.id))
+    if buttons is not None:
+        blocks.append(buttons)
     return _message(_rich(_data(grant.full_name, 200), ": ", _lines(lines)), blocks)
 
 
