@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["provisioning", "bulk", "slack_ack", "webhook_rate"]
+BENCHMARKS = ["provisioning", "bulk", "slack_ack", "webhook_rate", "digest", "reconciler"]
 
 
 def run(argv: list[str]) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from bot.conferences import ConferenceConfig
@@ -338,7 +338,7 @@ def build_digest(ctx: ServiceContext, *, conference: str, now: dt.datetime) -> D
     with ctx.db.transaction() as session:
         conference_id = session.scalar(select(Conference.id).where(Conference.code == conference))
         if conference_id is None:  # configured but never synced: nothing stored yet
-            sections = _Sections((), (), (), (), (), ())
+            sections = _Sections((), (), (), (), (), _Issued(0, {}))
         else:
             sections = _read_sections(session, ctx, config, conference_id, now)
     vouchers, state, problem = _pretix_vouchers(ctx, config)
@@ -366,12 +366,17 @@ class _RefusedRow:
     pretix_voucher_id: int | None
 
 
+# A created grant voucher's grant (id, backend id, name) and when its email went out.
+_Holder = tuple[int | None, str | None, str | None, dt.datetime | None]
+
+
 @dataclass(frozen=True)
-class _IssuedRow:
-    grant: DigestGrant | None
-    code: str
-    pretix_voucher_id: int
-    emailed_at: dt.datetime | None
+class _Issued:
+    """The grant vouchers the bot created: how many, and (when Pretix will be read) whose
+    each one is, by Pretix id."""
+
+    count: int
+    holders: dict[int, _Holder]
 
 
 @dataclass(frozen=True)
@@ -381,7 +386,7 @@ class _Sections:
     held: tuple[HeldGrant, ...]
     refused: tuple[_RefusedRow, ...]
     recent: tuple[RecentConfirmation, ...]
-    issued: tuple[_IssuedRow, ...]
+    issued: _Issued
 
 
 def _read_sections(
@@ -398,7 +403,7 @@ def _read_sections(
         held=_held(session, conference_id) if issuing else (),
         refused=_refused_rows(session, conference_id),
         recent=_recent(session, conference_id, now),
-        issued=_issued_rows(session, conference_id),
+        issued=_issued(session, conference_id, holders=ctx.pretix is not None),
     )
 
 
@@ -450,7 +455,27 @@ def _stuck(
         or_(CV.email_state == EmailState.SENT, CV.email_sent_at.is_not(None)),
     )
     rows = session.execute(
-        select(Grant, CV, moved.id, moved.state)
+        select(
+            Grant.id,
+            Grant.external_id,
+            Grant.full_name,
+            Grant.email,
+            Grant.email_key,
+            Grant.confirmed_at,
+            Grant.waits_for_staff,
+            CV.id,
+            CV.grant_id,
+            CV.voucher_type,
+            CV.state,
+            CV.lease_expires_at,
+            CV.next_attempt_at,
+            CV.last_error,
+            CV.email_state,
+            CV.email_sent_at,
+            CV.email_last_error,
+            moved.id,
+            moved.state,
+        )
         .outerjoin(CV, _person())
         .outerjoin(
             moved,
@@ -471,75 +496,89 @@ def _stuck(
     ).all()
     facts = ConferenceFacts(configured=True, issue_vouchers=True, pretix=ctx.pretix is not None)
     stuck: dict[int, StuckGrant] = {}
-    for grant, row, moved_id, moved_state in rows:
-        if grant.id in stuck:
+    for (
+        gid,
+        ext,
+        name,
+        email,
+        email_key,
+        confirmed_at,
+        waits,
+        vid,
+        v_grant,
+        v_type,
+        v_state,
+        v_lease,
+        v_next,
+        v_error,
+        e_state,
+        e_sent,
+        e_error,
+        moved_id,
+        moved_state,
+    ) in rows:
+        if gid in stuck:
             continue  # a second moved row of the same grant
         grant_facts = GrantFacts(
-            id=grant.id,
-            status=grant.status,
-            email_key=grant.email_key,
-            hold_reason=grant.hold_reason,
-            name=grant.full_name,
-            email=grant.email,
+            id=gid,
+            status=GrantStatus.CONFIRMED,
+            email_key=email_key,
+            hold_reason=None,
+            name=name,
+            email=email,
+        )
+        voucher = (
+            None
+            if vid is None
+            else VoucherFacts(
+                id=vid,
+                grant_id=v_grant,
+                email_key=email_key or "",
+                voucher_type=v_type,
+                state=v_state,
+                lease_expires_at=v_lease,
+                next_attempt_at=v_next,
+                email_sent_at=e_sent,
+                email_state=e_state,
+            )
         )
         moved_facts = (
             None
             if moved_id is None
             else VoucherFacts(
                 id=moved_id,
-                grant_id=grant.id,
+                grant_id=gid,
                 email_key="",
                 voucher_type=VoucherType.GRANT,
                 state=moved_state,
             )
         )
         decision = decide(
-            grant=grant_facts,
-            voucher=_facts(row),
-            moved=moved_facts,
-            conference=facts,
-            now=now,
+            grant=grant_facts, voucher=voucher, moved=moved_facts, conference=facts, now=now
         )
         reason = stuck_reason(
             decision,
-            voucher_state=row.state if row else None,
-            email_state=row.email_state if row else None,
-            email_sent_at=row.email_sent_at if row else None,
-            last_error=row.last_error if row else None,
-            email_last_error=row.email_last_error if row else None,
-            waits_for_staff=grant.waits_for_staff,
+            voucher_state=v_state,
+            email_state=e_state,
+            email_sent_at=e_sent,
+            last_error=v_error,
+            email_last_error=e_error,
+            waits_for_staff=waits,
             email_problem=grant_facts.email_problem
             if decision.verdict is Verdict.UNMAILABLE
             else None,
         )
         if reason is None:
             continue
-        stuck[grant.id] = StuckGrant(
-            grant=DigestGrant(id=grant.id, external_id=grant.external_id, name=grant.full_name),
-            confirmed_at=grant.confirmed_at,
+        stuck[gid] = StuckGrant(
+            grant=DigestGrant(id=gid, external_id=ext, name=name),
+            confirmed_at=confirmed_at,
             reason=reason,
             verdict=decision.verdict,
-            voucher_state=row.state if row else None,
-            email_state=row.email_state if row else None,
+            voucher_state=v_state,
+            email_state=e_state,
         )
-    session.expunge_all()
     return tuple(stuck.values())
-
-
-def _facts(row: ConferenceVoucher | None) -> VoucherFacts | None:
-    if row is None:
-        return None
-    return VoucherFacts(
-        id=row.id,
-        grant_id=row.grant_id,
-        email_key=row.email_key,
-        voucher_type=row.voucher_type,
-        state=row.state,
-        lease_expires_at=row.lease_expires_at,
-        next_attempt_at=row.next_attempt_at,
-        email_sent_at=row.email_sent_at,
-        email_state=row.email_state,
-    )
 
 
 def _held(session: Session, conference_id: int) -> tuple[HeldGrant, ...]:
@@ -627,37 +666,35 @@ def _recent(
     )
 
 
-def _issued_rows(session: Session, conference_id: int) -> tuple[_IssuedRow, ...]:
-    """The grant vouchers the bot created at this conference, with whose grant they are."""
+def _issued(session: Session, conference_id: int, *, holders: bool) -> _Issued:
+    """The grant vouchers the bot created at this conference; with `holders`, whose they are
+    (to name the unredeemed ones Pretix lists), else only how many. One statement."""
+    created = and_(
+        CV.conference_id == conference_id,
+        CV.voucher_type == VoucherType.GRANT,
+        CV.state == VoucherState.CREATED,
+        CV.pretix_voucher_id.is_not(None),
+    )
+    if not holders:
+        return _Issued(session.scalar(select(func.count()).select_from(CV).where(created)) or 0, {})
     rows = session.execute(
         select(
+            CV.pretix_voucher_id,
             Grant.id,
             Grant.external_id,
             Grant.full_name,
-            CV.code,
-            CV.pretix_voucher_id,
             CV.email_sent_at,
         )
         .select_from(CV)
         .outerjoin(Grant, Grant.id == CV.grant_id)
-        .where(
-            CV.conference_id == conference_id,
-            CV.voucher_type == VoucherType.GRANT,
-            CV.state == VoucherState.CREATED,
-            CV.pretix_voucher_id.is_not(None),
-        )
-        .order_by(CV.id)
+        .where(created)
     ).all()
-    return tuple(
-        _IssuedRow(
-            None if gid is None else DigestGrant(id=gid, external_id=ext, name=name),
-            code,
-            pretix_id,
-            emailed_at,
-        )
-        for gid, ext, name, code, pretix_id, emailed_at in rows
+    found: dict[int, _Holder] = {
+        pretix_id: (gid, ext, name, sent)
+        for pretix_id, gid, ext, name, sent in rows
         if pretix_id is not None
-    )
+    }
+    return _Issued(len(found), found)
 
 
 def _pretix_vouchers(
@@ -693,32 +730,38 @@ def _refused(
 
 
 def _redemption(
-    issued: Sequence[_IssuedRow],
+    issued: _Issued,
     vouchers: Sequence[Voucher] | None,
     state: PretixState,
     problem: str | None,
 ) -> Redemption:
     if vouchers is None:
         return Redemption(
-            pretix=state, problem=problem, recorded=len(issued), listed=0, redeemed=0, unredeemed=()
+            pretix=state,
+            problem=problem,
+            recorded=issued.count,
+            listed=0,
+            redeemed=0,
+            unredeemed=(),
         )
-    ours = {row.pretix_voucher_id: row for row in issued}
     unredeemed: list[UnredeemedVoucher] = []
     for voucher in vouchers:
         if voucher.redeemed:
             continue
-        row = ours.get(voucher.id)
+        gid, ext, name, sent = issued.holders.get(voucher.id, (None, None, None, None))
         unredeemed.append(
             UnredeemedVoucher(
-                grant=None if row is None else row.grant,
+                grant=None
+                if gid is None
+                else DigestGrant(id=gid, external_id=ext or "", name=name or ""),
                 code=mask_code(voucher.code),
-                emailed_at=None if row is None else row.emailed_at,
+                emailed_at=sent,
             )
         )
     return Redemption(
         pretix=state,
         problem=problem,
-        recorded=len(issued),
+        recorded=issued.count,
         listed=len(vouchers),
         redeemed=sum(1 for v in vouchers if v.redeemed),
         unredeemed=tuple(unredeemed),

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from bot.services import voucher_row
@@ -72,18 +72,26 @@ def reconcile_once(
             for grant_id in _unfinished_revokes(ctx, limit)
         ]
         report.late_vouchers_deleted = sweep_revoked_codes(ctx, limit=limit)
+    # Once a search finds less than a full batch, the backlog of that kind is drained: it is
+    # not searched again in this pass (the grant search reads every confirmed grant).
+    grants_left, emails_left = ctx.pretix is not None, True
     for _ in range(max_batches):
         provisioned: list[ProvisionOutcome] = []
-        if ctx.pretix is not None:
+        if grants_left:
             grant_ids = due_grants(ctx, limit=limit)
+            grants_left = len(grant_ids) >= limit
             if grant_ids:
                 provisioned = provision_many(
                     ctx, grant_ids=grant_ids, actor=RECONCILER, workers=workers, background=True
                 )
-        emails = list(deliver_voucher_emails(ctx, _claim_due_emails(ctx, limit)).values())
+        emails: list[EmailOutcome] = []
+        if emails_left:
+            claimed = _claim_due_emails(ctx, limit)
+            emails_left = len(claimed) >= limit
+            emails = list(deliver_voucher_emails(ctx, claimed).values())
         report.provisioned += provisioned
         report.emails += emails
-        if len(provisioned) < limit and len(emails) < limit:
+        if not grants_left and not emails_left:
             break
     if not report.idle:
         log.info(
@@ -109,12 +117,23 @@ def due_grants(ctx: ServiceContext, *, limit: int, page: int = 200) -> list[int]
     due: list[int] = []
     after = 0
     with ctx.db.transaction() as session:
+        # The conference ids go into the statement as literals, not through a join on the
+        # code or bound parameters: the planner then knows how many grants they hold and
+        # scans them once with a hash anti-join, instead of probing the voucher index once
+        # per grant (100,000 finished grantees: about 3x faster). See docs/architecture.md.
+        conference_ids = list(
+            session.scalars(select(Conference.id).where(Conference.code.in_(issuing)))
+        )
+        if not conference_ids:
+            return []
+        in_conferences = Grant.conference_id.in_(
+            bindparam("conference_ids", conference_ids, expanding=True, literal_execute=True)
+        )
         while len(due) < limit:
             ids = list(
                 session.scalars(
                     select(Grant.id)
-                    .join(Conference, Grant.conference_id == Conference.id)
-                    .where(Conference.code.in_(issuing), Grant.id > after, _candidate(now))
+                    .where(in_conferences, Grant.id > after, _candidate(now))
                     .order_by(Grant.id)
                     .limit(page)
                 )
@@ -138,7 +157,12 @@ def due_grants(ctx: ServiceContext, *, limit: int, page: int = 200) -> list[int]
 
 def _candidate(now: dt.datetime) -> ColumnElement[bool]:
     """SQL: a confirmed, unheld grant not waiting for staff that the rule might act on (a
-    superset of "due")."""
+    superset of "due").
+
+    A grant with a live row under another email (its email changed) is left to the rule
+    (`EMAIL_CHANGED`): checking it here made the planner misjudge how many grants remain and
+    probe the person's row once per grant, the slowest part of an idle pass.
+    """
     person = and_(CV.conference_id == Grant.conference_id, CV.email_key == Grant.email_key)
     settled = or_(
         CV.state.in_([VoucherState.FAILED, VoucherState.NEEDS_REVIEW, VoucherState.REVOKING]),
@@ -157,16 +181,12 @@ def _candidate(now: dt.datetime) -> ColumnElement[bool]:
             ),
         ),
     )
-    moved = and_(
-        CV.grant_id == Grant.id, CV.email_key != Grant.email_key, CV.state != VoucherState.REVOKED
-    )
     return and_(
         Grant.status == GrantStatus.CONFIRMED,
         Grant.hold_reason.is_(None),
         Grant.waits_for_staff.is_(False),
         Grant.email_key.is_not(None),
         ~exists(select(CV.id).where(person, settled)),
-        ~exists(select(CV.id).where(moved)),
     )
 
 
