@@ -110,7 +110,10 @@ def configure_logging(
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a logger cached at first use keeps the configuration of that moment for
+        # the life of the process, so a later `configure` (a second CLI command run in the
+        # same process, a test capturing logs) would not reach it.
+        cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
