@@ -30,6 +30,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot import migrations
 from bot.bootstrap import Bot, SlackRuntime, build_bot, startup_summary
+from bot.conferences import pick_conference
 from bot.digest_text import digest_text
 from bot.logs import configure_logging
 from bot.pretix import PretixError
@@ -45,7 +46,7 @@ from bot.services.checks import (
     check_smtp,
 )
 from bot.services.context import ServiceContext
-from bot.services.digest import build_digest, pick_conference
+from bot.services.digest import build_digest
 from bot.services.drift import DriftKind, DriftReport, drift_report
 from bot.services.dry_run import (
     ISSUES,

@@ -197,3 +197,36 @@ def parse_conferences(data: Mapping[str, Any], *, source: Path | None = None) ->
     if problems:
         raise ConfigError(problems)
     return Conferences(by_code=parsed, source=source)
+
+
+@dataclass(frozen=True)
+class ConferencePick:
+    """Which conference a request means (digest, drift, bulk), or why it names none."""
+
+    code: str | None
+    problem: str | None = None
+    suggested: str | None = None  # a code to offer when several conferences issue vouchers
+
+
+def pick_conference(
+    conferences: Mapping[str, ConferenceConfig], given: str | None
+) -> ConferencePick:
+    """The conference named, or the only configured one that issues vouchers.
+
+    The one rule for every `[conference]` that may be left out (CONTRACT.md): the digest,
+    the drift report and bulk requests, in Slack and on the command line.
+    """
+    if given is not None:
+        code = given.strip().lower()
+        if code in conferences:
+            return ConferencePick(code)
+        known = ", ".join(sorted(conferences)) or "none configured"
+        return ConferencePick(None, f"unknown conference {given!r} (configured: {known})")
+    issuing = sorted(code for code, conf in conferences.items() if conf.issue_vouchers)
+    if len(issuing) == 1:
+        return ConferencePick(issuing[0])
+    if not issuing:
+        return ConferencePick(None, "no configured conference issues vouchers")
+    return ConferencePick(
+        None, f"several conferences issue vouchers ({', '.join(issuing)})", issuing[0]
+    )

@@ -12,9 +12,9 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot.commands.parsing import Action, VoucherCommand, parse_command
+from bot.conferences import pick_conference
 from bot.services.actors import Actor
 from bot.services.audit import write_audit_event
-from bot.services.digest import pick_conference
 from bot.slack.blocks import (
     COMMAND,
     Message,

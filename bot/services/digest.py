@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -205,35 +205,6 @@ class Digest:
     def due_soon(self) -> int:
         """Waiting grantees whose deadline is within 48 hours."""
         return sum(1 for p in self.waiting if p.urgency is Urgency.DUE_SOON)
-
-
-@dataclass(frozen=True)
-class ConferencePick:
-    """Which conference a digest request means, or why it names none."""
-
-    code: str | None
-    problem: str | None = None
-    suggested: str | None = None  # a code to offer when several conferences issue vouchers
-
-
-def pick_conference(
-    conferences: Mapping[str, ConferenceConfig], given: str | None
-) -> ConferencePick:
-    """The conference named, or the only configured one that issues vouchers."""
-    if given is not None:
-        code = given.lower()
-        if code in conferences:
-            return ConferencePick(code)
-        known = ", ".join(sorted(conferences)) or "none configured"
-        return ConferencePick(None, f"unknown conference {given!r} (configured: {known})")
-    issuing = sorted(code for code, conf in conferences.items() if conf.issue_vouchers)
-    if len(issuing) == 1:
-        return ConferencePick(issuing[0])
-    if not issuing:
-        return ConferencePick(None, "no configured conference issues vouchers")
-    return ConferencePick(
-        None, f"several conferences issue vouchers ({', '.join(issuing)})", issuing[0]
-    )
 
 
 # --- pure rules, tested table-driven ----------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.conferences import ConferenceConfig
+from bot.conferences import ConferenceConfig, pick_conference
 from bot.pretix import EventRef, Voucher
 from bot.services.context import ServiceContext
 from bot.services.pretix_work import GRANT_TAG, grant_terms
@@ -343,15 +343,7 @@ def drift_conference(ctx: ServiceContext, given: str | None) -> str:
 
     Raises DriftError naming the choices when none is given and several (or none) issue.
     """
-    if given is not None:
-        code = given.strip().lower()
-        if ctx.conference(code) is None:
-            configured = ", ".join(sorted(ctx.conferences)) or "none configured"
-            raise DriftError(f"unknown conference {code!r} (configured: {configured})")
-        return code
-    issuing = sorted(code for code, config in ctx.conferences.items() if config.issue_vouchers)
-    if len(issuing) == 1:
-        return issuing[0]
-    if not issuing:
-        raise DriftError("no configured conference issues vouchers")
-    raise DriftError(f"say which conference: {', '.join(issuing)}")
+    pick = pick_conference(ctx.conferences, given)
+    if pick.code is None:
+        raise DriftError(f"{pick.problem}: say which" if pick.suggested else str(pick.problem))
+    return pick.code

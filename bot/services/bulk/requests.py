@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from bot.conferences import ConferenceConfig
+from bot.conferences import ConferenceConfig, pick_conference
 from bot.services import dry_run
 from bot.services.actors import Actor
 from bot.services.audit import add_audit_event
@@ -69,19 +69,12 @@ class BulkRequestError(Exception):
 
 def resolve_conference(ctx: ServiceContext, conference: str | None) -> ConferenceConfig:
     """The conference a bulk request is for; None is fine when only one issues vouchers."""
-    issuing = sorted(code for code, conf in ctx.conferences.items() if conf.issue_vouchers)
-    if conference is None:
-        if len(issuing) == 1:
-            return ctx.conferences[issuing[0]]
-        if not issuing:
-            raise BulkConferenceError("No configured conference issues vouchers.")
-        raise BulkConferenceError(
-            f"Several conferences issue vouchers ({', '.join(issuing)}): say which one."
-        )
-    config = ctx.conference(conference)
-    if config is None:
-        known = ", ".join(sorted(ctx.conferences)) or "none"
-        raise BulkConferenceError(f"Unknown conference {conference!r} (configured: {known}).")
+    pick = pick_conference(ctx.conferences, conference)
+    if pick.code is None:
+        problem = str(pick.problem)
+        which = ": say which one" if pick.suggested else ""
+        raise BulkConferenceError(f"{problem[:1].upper()}{problem[1:]}{which}.")
+    config = ctx.conferences[pick.code]
     if not config.issue_vouchers:
         raise BulkConferenceError(
             f"{config.name} does not issue vouchers (issue_vouchers = false)."
