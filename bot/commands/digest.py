@@ -11,17 +11,16 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot.commands.parsing import Action, VoucherCommand, parse_command
+from bot.commands.parsing import Action, parse_command
+from bot.commands.staff_only import refused_unless_staff
 from bot.conferences import pick_conference
 from bot.services.actors import Actor
-from bot.services.audit import write_audit_event
 from bot.slack.blocks import (
     COMMAND,
     Message,
     digest_not_posted_message,
     digest_posted_message,
     digest_working_message,
-    not_staff_message,
     problem_message,
 )
 from bot.slack.digest_post import post_digest
@@ -50,9 +49,7 @@ def answer_digest_command(
     parsed = parse_command(str(command.get("text", "")))
     user = str(command["user_id"])
     actor = Actor(Source.SLASH_COMMAND, user)
-    if not edge.staff.is_staff(user):
-        ack(**not_staff_message().as_kwargs())
-        edge.worker.submit("audit refusal", lambda: _audit_refusal(edge, actor, parsed))
+    if refused_unless_staff(edge, ack, parsed, actor):
         return
     pick = pick_conference(edge.services.conferences, parsed.target)
     code = pick.code
@@ -72,13 +69,3 @@ def run_digest(edge: SlackEdge, conference: str) -> Message:
     if not post.posted:
         return digest_not_posted_message(post.digest, post.skipped or "unknown reason")
     return digest_posted_message(post.digest, csv_attached=post.csv_attached)
-
-
-def _audit_refusal(edge: SlackEdge, actor: Actor, parsed: VoucherCommand) -> None:
-    write_audit_event(
-        edge.services.db,
-        actor=actor,
-        action="slash_digest",
-        outcome="denied",
-        detail={"conference": parsed.target, "reason": "not staff"},
-    )

@@ -6,17 +6,16 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot.commands.parsing import Action, VoucherCommand, parse_command
+from bot.commands.parsing import Action, parse_command
+from bot.commands.staff_only import refused_unless_staff
 from bot.pretix import PretixError
 from bot.services.actors import Actor
-from bot.services.audit import write_audit_event
 from bot.services.drift import DriftError, drift_conference, drift_report
 from bot.slack.blocks import (
     COMMAND,
     Message,
     drift_message,
     drift_working_message,
-    not_staff_message,
     problem_message,
 )
 from bot.slack.edge import SlackEdge
@@ -44,9 +43,7 @@ def answer_drift_command(
     parsed = parse_command(str(command.get("text", "")))
     user = str(command["user_id"])
     actor = Actor(Source.SLASH_COMMAND, user)
-    if not edge.staff.is_staff(user):
-        ack(**not_staff_message().as_kwargs())
-        edge.worker.submit("audit refusal", lambda: _audit_refusal(edge, actor, parsed))
+    if refused_unless_staff(edge, ack, parsed, actor):
         return
     conference = parsed.target  # `drift pycon2026`: the first word after the subcommand
     ack(**drift_working_message(conference).as_kwargs())
@@ -63,13 +60,3 @@ def run_drift_command(edge: SlackEdge, conference: str | None) -> Message:
     except PretixError as exc:
         return problem_message(f"Pretix could not be read: {exc}")
     return drift_message(report)
-
-
-def _audit_refusal(edge: SlackEdge, actor: Actor, parsed: VoucherCommand) -> None:
-    write_audit_event(
-        edge.services.db,
-        actor=actor,
-        action="slash_drift",
-        outcome="denied",
-        detail={"conference": parsed.target, "reason": "not staff"},
-    )

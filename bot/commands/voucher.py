@@ -10,8 +10,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot.commands import bulk
 from bot.commands.parsing import Action, VoucherCommand, parse_command
+from bot.commands.staff_only import refused_unless_staff
 from bot.services.actors import Actor
-from bot.services.audit import write_audit_event
 from bot.services.lookup import Target, TargetKind, parse_target, resolve_grant
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.resend import resend_voucher_email
@@ -21,7 +21,6 @@ from bot.slack.blocks import (
     COMMAND,
     Message,
     help_message,
-    not_staff_message,
     problem_message,
     provision_result_message,
     resend_result_message,
@@ -63,9 +62,7 @@ def answer_voucher_command(
         ack(**message.as_kwargs())
         return
     actor = Actor(Source.SLASH_COMMAND, user)
-    if not edge.staff.is_staff(user):
-        ack(**not_staff_message().as_kwargs())
-        edge.worker.submit("audit refusal", lambda: _audit_refusal(edge, actor, parsed))
+    if refused_unless_staff(edge, ack, parsed, actor):
         return
     if parsed.action is Action.BULK:
         bulk.answer_bulk_command(edge, ack=ack, parsed=parsed, actor=actor, respond=respond)
@@ -151,13 +148,3 @@ def _slack_email(edge: SlackEdge, target: Target) -> tuple[str | None, str | Non
             "the users:read.email scope); try their email address or grant id."
         )
     return str(email), None
-
-
-def _audit_refusal(edge: SlackEdge, actor: Actor, parsed: VoucherCommand) -> None:
-    write_audit_event(
-        edge.services.db,
-        actor=actor,
-        action=f"slash_{parsed.action.value}",
-        outcome="denied",
-        detail={"target": parsed.target, "reason": "not staff"},
-    )
