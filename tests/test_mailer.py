@@ -464,3 +464,66 @@ def test_a_kept_connection_the_server_dropped_is_replaced_without_losing_the_ema
     received = server.wait_for(2)
     assert [m.rcpt_tos for m in received] == [("first@example.org",), ("second@example.org",)]
     assert received[0].peer != received[1].peer
+
+
+def test_the_wire_form_round_trips_what_a_template_can_hold(
+    smtp_server: FakeSmtpServer, smtp_mailer: SmtpMailer
+) -> None:
+    # The mailer assembles the MIME parts itself (quoted-printable bodies, policy-folded
+    # headers): whatever a template or a grantee's name holds comes back out unchanged.
+    text = (
+        ".a line starting with a dot\n"
+        "trailing spaces   \n"
+        "tab\tand = sign and =3D already encoded\n"
+        + "a very long line without any break " * 8
+        + "\nFrom the team\n\n\u00e8 \u4e2d\u6587 \U0001f389\n"
+    )
+    html = "<p>Ciao <b>Zo\u00eb</b>,</p>\n<p>=\u00a0</p>"
+    subject = "Il tuo biglietto gratuito per la PyCon Italia 2026 \u2014 " + "molto lungo " * 6
+    smtp_mailer.send(
+        OutgoingEmail(
+            to_name='Zo\u00eb "Zed" M\u00fcller, Ph.D. ' + "Verylongname" * 6,
+            to_address="zoe@example.org",
+            subject=subject,
+            text=text,
+            html=html,
+            message_id="<voucher-18.grant@pycon.example.org>",
+            headers={"X-Voucher-Bot-Grant": "pycon/\u00e9t\u00e9-18"},
+        )
+    )
+
+    [received] = smtp_server.wait_for(1)
+    assert received.raw.isascii()
+    assert all(len(line) <= 998 for line in received.raw.split(b"\r\n"))
+    message = received.message
+    assert not message.defects
+    assert message["Subject"] == subject
+    assert message["To"].addresses[0].display_name == (
+        'Zo\u00eb "Zed" M\u00fcller, Ph.D. ' + "Verylongname" * 6
+    )
+    assert message["X-Voucher-Bot-Grant"] == "pycon/\u00e9t\u00e9-18"
+    plain, rich = message.get_body(("plain",)), message.get_body(("html",))
+    assert plain is not None and rich is not None
+    assert plain.get_content().replace("\r\n", "\n") == text
+    assert rich.get_content().replace("\r\n", "\n").rstrip("\n") == html
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Voucher-Bot-Grant": "17\r\nBcc: someone@example.org"}, {"X Bad Name": "17"}],
+)
+def test_a_header_that_would_inject_or_break_is_rejected_before_connecting(
+    headers: dict[str, str], closed_port: int
+) -> None:
+    mailer = SmtpMailer(host="127.0.0.1", port=closed_port, tls="none", sender=SENDER)
+    message = OutgoingEmail(
+        to_name="Zo\u00eb",
+        to_address="zoe@example.org",
+        subject="s",
+        text="t",
+        html="h",
+        message_id="<voucher-19@pycon.example.org>",
+        headers=headers,
+    )
+    with pytest.raises(MailerRejected, match="cannot build the email"):
+        mailer.send(message)  # nothing listens: a rejection means it never tried to connect

@@ -12,13 +12,14 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.conferences import ConferenceConfig, Conferences
+from bot.mailer import OutgoingEmail, SmtpMailer
 from bot.services.context import ServiceContext
 from bot.services.outcomes import EmailOutcome, EmailResult, ProvisionResult
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.reconciler import reconcile_once
 from bot.services.resend import resend_voucher_email
-from bot.services.voucher_email import deliver_voucher_email
-from bot.storage import ConferenceVoucher, EmailState
+from bot.services.voucher_email import CLAIM_BATCH, deliver_voucher_email, deliver_voucher_emails
+from bot.storage import ConferenceVoucher, Database, EmailState
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer, ReceivedMessage
@@ -386,3 +387,68 @@ def test_no_email_is_due_for_a_speaker_voucher_without_a_grant_or_an_unknown_vou
     assert resent.result is EmailResult.NOT_DUE
     assert unknown.result is EmailResult.NOT_DUE and "no voucher #2000000000" in unknown.detail
     assert smtp_server.messages == []
+
+
+class SteppingClock:
+    """A clock that moves on by `step` at every reading (a slow SMTP server, seen from the bot)."""
+
+    def __init__(self, step: dt.timedelta, now: dt.datetime = NOW) -> None:
+        self.now, self.step = now, step
+
+    def __call__(self) -> dt.datetime:
+        self.now += self.step
+        return self.now
+
+
+class LeaseCheckingMailer:
+    """The real mailer, noting for each email how much of its claim's lease was left."""
+
+    def __init__(self, inner: SmtpMailer, db: Database, clock: SteppingClock) -> None:
+        self.inner, self.db, self.clock = inner, db, clock
+        self.left: list[dt.timedelta] = []
+
+    def send(self, message: OutgoingEmail) -> None:
+        voucher_id = int(message.message_id.split(".")[2])  # <voucher.CONF.ID.GEN@domain>
+        with self.db.transaction() as session:
+            until = session.scalar(
+                select(ConferenceVoucher.email_lease_expires_at).where(
+                    ConferenceVoucher.id == voucher_id
+                )
+            )
+        assert until is not None
+        self.left.append(until - self.clock.now)
+        self.inner.send(message)
+
+
+@pytest.mark.parametrize("step", [dt.timedelta(0), dt.timedelta(seconds=50)])
+def test_emails_claimed_together_each_go_out_once_and_never_on_a_half_spent_lease(
+    make_ctx: Callable[..., ServiceContext],
+    make_grant: Callable[..., int],
+    smtp_server: FakeSmtpServer,
+    smtp_mailer: SmtpMailer,
+    step: dt.timedelta,
+) -> None:
+    # Claimed ten at a time; with a clock that moves 50 s per reading (lease 3 min), the
+    # second email of a claim would start after half the lease: it is given back unsent,
+    # with no attempt counted, and claimed again.
+    grants = [make_grant() for _ in range(CLAIM_BATCH + 3)]
+    for grant_id in grants:
+        provision_grant_voucher(make_ctx(mailer=None), grant_id=grant_id, actor=TEST_ACTOR)
+    clock = SteppingClock(step)
+    ctx = make_ctx(clock=clock)
+    mailer = LeaseCheckingMailer(smtp_mailer, ctx.db, clock)
+    ctx = make_ctx(clock=clock, mailer=mailer)
+    ids = [voucher_row(ctx.db, grant_id).id for grant_id in grants]
+
+    outcomes = deliver_voucher_emails(ctx, ids)
+
+    assert [outcomes[i].result for i in ids] == [EmailResult.SENT] * len(ids)
+    assert len(mailer.left) == len(ids)
+    assert min(mailer.left) > ctx.lease / 2
+    assert len({m.message["Message-ID"] for m in smtp_server.messages}) == len(ids)
+    for grant_id in grants:
+        row = voucher_row(ctx.db, grant_id)
+        assert (row.email_state, row.emails_sent, row.email_attempts) == (EmailState.SENT, 1, 0)
+    again = deliver_voucher_emails(ctx, ids)
+    assert {outcome.result for outcome in again.values()} == {EmailResult.ALREADY_SENT}
+    assert len(smtp_server.messages) == len(ids)

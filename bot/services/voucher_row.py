@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -749,6 +749,33 @@ def claim_email(
     return claims[0] if claims else None
 
 
+def claim_emails(
+    session: Session,
+    *,
+    voucher_ids: Sequence[int],
+    now: dt.datetime,
+    lease_until: dt.datetime,
+) -> list[EmailClaim]:
+    """Claim the due emails among these vouchers in one UPDATE; the claims won, in the order
+    of `voucher_ids`."""
+    claims = {
+        claim.voucher_id: claim
+        for claim in _claim(
+            session, list(voucher_ids), due=email_due(now), lease_until=lease_until, values={}
+        )
+    }
+    return [claims[voucher_id] for voucher_id in voucher_ids if voucher_id in claims]
+
+
+def give_back_email(session: Session, claim: EmailClaim) -> None:
+    """A claim that will not be sent now goes back to pending, unsent, no attempt counted."""
+    session.execute(
+        update(TABLE)
+        .where(_claimed(claim))
+        .values(email_state=EmailState.PENDING, email_lease_expires_at=None)
+    )
+
+
 def _claim(
     session: Session,
     voucher_ids: list[int],
@@ -807,11 +834,7 @@ def _claim(
         )
         (claims if claim.to_address else lost).append(claim)
     for claim in lost:
-        session.execute(
-            update(TABLE)
-            .where(_claimed(claim))
-            .values(email_state=EmailState.PENDING, email_lease_expires_at=None)
-        )
+        give_back_email(session, claim)
     return claims
 
 
