@@ -628,7 +628,10 @@ def _use_wal(cursor: Any) -> None:
 
 def _sqlite_begin_immediate(connection: Any) -> None:
     # SQLite has no SELECT ... FOR UPDATE: taking the write lock at BEGIN serialises writers,
-    # which gives the same guarantee for the single-process embedded set-up.
+    # which gives the same guarantee for the single-process embedded set-up. A connection in
+    # autocommit (`Database.autocommit`) begins nothing: each statement is its own transaction.
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -653,6 +656,20 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A short transaction: commits on success, rolls back on any exception."""
         with self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Session]:
+        """One connection, held, on which each statement commits on its own.
+
+        For a loop of single-statement writes that must each be durable at once (the record
+        of every email sent): no pool checkout, BEGIN or COMMIT per write. Never for work
+        that needs two statements to stand or fall together.
+        """
+        with (
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+            Session(bind=connection) as session,
+        ):
             yield session
 
     def dispose(self) -> None:

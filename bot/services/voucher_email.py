@@ -71,34 +71,45 @@ def deliver_voucher_emails(
         return dict.fromkeys(voucher_ids, _EMAIL_OFF)
     outcomes: dict[int, EmailOutcome] = {}
     queue = list(dict.fromkeys(voucher_ids))
-    while queue:
-        batch, queue = queue[:CLAIM_BATCH], queue[CLAIM_BATCH:]
-        claimed_at = ctx.clock()
-        with ctx.db.transaction() as session:
-            claims = voucher_row.claim_emails(
-                session, voucher_ids=batch, now=claimed_at, lease_until=claimed_at + ctx.lease
-            )
-            won = {claim.voucher_id for claim in claims}
-            for voucher_id in batch:
-                if voucher_id not in won:
-                    outcomes[voucher_id] = _why_not(session, voucher_id, resend=False)
-        for n, claim in enumerate(claims):
-            if n and ctx.clock() >= claimed_at + ctx.lease / 2:
-                late = claims[n:]
-                with ctx.db.transaction() as session:
-                    for unsent in late:
-                        voucher_row.give_back_email(session, unsent)
-                queue[:0] = [unsent.voucher_id for unsent in late]
-                break
-            try:
-                outcomes[claim.voucher_id] = send_claimed_email(ctx, claim)
-            except Exception as exc:
-                log.exception("voucher email failed unexpectedly", voucher=claim.voucher_id)
-                outcomes[claim.voucher_id] = EmailOutcome(
-                    EmailResult.FAILED,
-                    f"unexpected error ({type(exc).__name__}); the reconciler sends it again",
+    with ctx.db.autocommit() as recorder:  # each record is one UPDATE, durable at once
+        while queue:
+            batch, queue = queue[:CLAIM_BATCH], queue[CLAIM_BATCH:]
+            claimed_at = ctx.clock()
+            with ctx.db.transaction() as session:
+                claims = voucher_row.claim_emails(
+                    session, voucher_ids=batch, now=claimed_at, lease_until=claimed_at + ctx.lease
                 )
+                won = {claim.voucher_id for claim in claims}
+                for voucher_id in batch:
+                    if voucher_id not in won:
+                        outcomes[voucher_id] = _why_not(session, voucher_id, resend=False)
+            for n, claim in enumerate(claims):
+                if n and ctx.clock() >= claimed_at + ctx.lease / 2:
+                    late = claims[n:]
+                    with ctx.db.transaction() as session:
+                        for unsent in late:
+                            voucher_row.give_back_email(session, unsent)
+                    queue[:0] = [unsent.voucher_id for unsent in late]
+                    break
+                outcomes[claim.voucher_id] = _send_and_record(ctx, claim, recorder)
     return outcomes
+
+
+def _send_and_record(
+    ctx: ServiceContext, claim: voucher_row.EmailClaim, recorder: Session
+) -> EmailOutcome:
+    try:
+        result = _send(ctx, claim, resend=False)
+        if isinstance(result, _Sent):
+            voucher_row.record_email_sent(recorder, claim, now=ctx.clock())
+            return result.outcome
+    except Exception as exc:
+        log.exception("voucher email failed unexpectedly", voucher=claim.voucher_id)
+        return EmailOutcome(
+            EmailResult.FAILED,
+            f"unexpected error ({type(exc).__name__}); the reconciler sends it again",
+        )
+    return result
 
 
 @dataclass(frozen=True)
