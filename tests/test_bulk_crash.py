@@ -47,6 +47,9 @@ class Told:
 
 ROOT = Path(__file__).resolve().parent.parent
 GRANTEES = 120  # chunks of 100 and 20: the small one is recorded long before the other
+# A slow SMTP relay: the chunk of 20 is recorded after about 0.5 s of emails, the chunk of
+# 100 after about 2 s, so the kill (once 5 items are done) always lands between the two.
+SMTP_DELAY = 0.02
 
 
 def _request_of(ctx: ServiceContext, conference: str) -> BulkRequest | None:
@@ -86,6 +89,7 @@ def test_a_bulk_run_killed_half_way_is_resumed_with_one_voucher_and_one_email_ea
         assert intake.grant is not None
         ids.append(intake.grant.id)
     pretix_server.latency = 0.1  # slow enough to be caught half-way
+    smtp_server.delay = SMTP_DELAY
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "bulk", "run", "--yes"],
         cwd=ROOT,
@@ -115,6 +119,7 @@ def test_a_bulk_run_killed_half_way_is_resumed_with_one_voucher_and_one_email_ea
     done_before = _done_items(ctx, request.id)
     assert 5 <= done_before < GRANTEES  # killed half-way
     pretix_server.latency = 0.0
+    smtp_server.delay = 0.0
 
     # The scheduler's pass once the runner's lease (and the rows' leases) lapsed.
     later = make_ctx(clock=lambda: utcnow() + dt.timedelta(minutes=10))

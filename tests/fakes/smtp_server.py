@@ -80,6 +80,8 @@ class _Handler:
         reply = self._server._take_rejection("data")
         if reply is not None:
             return reply
+        if self._server.delay:
+            await asyncio.sleep(self._server.delay)  # a slow relay: each message takes a while
         raw = envelope.original_content or b""
         transport = server.transport
         auth = session.auth_data
@@ -125,6 +127,7 @@ class FakeSmtpServer:
             raise ValueError("TLS options need a tls_context")
         self.credentials = credentials
         self.host = "127.0.0.1"
+        self.delay = 0.0  # seconds before each message is accepted (a slow relay)
         self._lock = threading.Condition()
         self._messages: list[ReceivedMessage] = []
         self._rejection: _Rejection | None = None
