@@ -11,7 +11,7 @@ finishes with the same code and key, so Pretix never sees a duplicate and never 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -72,6 +72,7 @@ def provision_many(
     take_waiting: bool = False,
     publish: bool = True,
     on_progress: Callable[[ProvisionOutcome], None] | None = None,
+    known_facts: Mapping[int, Facts] | None = None,
 ) -> list[ProvisionOutcome]:
     """Provision each grant once, `workers` at a time; outcomes come back in input order.
 
@@ -83,11 +84,19 @@ def provision_many(
     `--no-provision`) and clears that mark, as `release_hold` (staff by hand) does too, but
     keeps holds and batches new grantees. `publish=False` tells no listener (a bulk run
     reports in its own message and leaves the per-grantee threads alone).
+
+    `known_facts`: the grants' facts as the caller just read them (a bulk run re-checks each
+    grantee on them first), instead of reading them again. Every step that acts checks
+    them again under its own lock, as it does for facts read here.
     """
     now = ctx.clock()
     by_staff = release_hold or take_waiting
     with ctx.db.transaction() as session:
-        facts = load_facts(session, ctx, grant_ids)
+        facts = (
+            load_facts(session, ctx, grant_ids)
+            if known_facts is None
+            else {g: known_facts[g] for g in grant_ids if g in known_facts}
+        )
         if by_staff:
             _take_waiting(session, facts, actor)
     batched: dict[int, ProvisionOutcome] = {}

@@ -231,6 +231,7 @@ class _Runner:
                 workers=WORKERS,
                 take_waiting=True,
                 publish=False,
+                known_facts=facts,  # read above for the re-check: not read a second time
             )
             for item, outcome in zip(due, outcomes, strict=True):
                 results[item.id] = self._result_of(outcome)
