@@ -105,6 +105,8 @@ def configure_logging(
     )
     structlog.configure(
         processors=[
+            # An event below the logger's level is dropped before any work is done for it.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
