@@ -847,7 +847,7 @@ class _SlowMailer:
         self.inner.send(message)
 
 
-def test_a_batch_claims_each_email_right_before_it_is_sent(
+def test_a_batch_claims_its_emails_in_tens_close_to_their_sending(
     make_ctx: Callable[..., ServiceContext],
     grant_payload: PayloadFactory,
     pretix_server: FakePretix,

@@ -199,7 +199,9 @@ def _provision(
         outcome = _answer(facts, decision)  # read-only: nothing to reserve or record
     else:
         reserved = (
-            _reserve_new(ctx, facts) if decision.action is Action.CREATE and not releasing else None
+            _reserve_known(ctx, facts, decision)
+            if decision.action in _ON_KNOWN_FACTS and not releasing
+            else None
         ) or _reserve(
             ctx,
             grant_id=grant_id,
@@ -357,17 +359,24 @@ def _still_as_read(session: Session, facts: Sequence[Facts]) -> list[Facts]:
     ]
 
 
-def _reserve_new(ctx: ServiceContext, facts: Facts) -> Work | None:
-    """The common case, a new grantee: one INSERT, no second read.
+# The actions `_reserve_known` takes on the facts already read (the common ones).
+_ON_KNOWN_FACTS = frozenset({Action.CREATE, Action.UPGRADE})
 
-    The unique key on (conference, email) is the lock: when the insert meets a row (another
-    worker, a voucher recorded meanwhile), None sends the caller to the full reserve.
+
+def _reserve_known(ctx: ServiceContext, facts: Facts, decision: Decision) -> Work | None:
+    """The common cases, a new grantee or a co-speaker voucher to upgrade, on the facts just
+    read: the grant held against intake and compared (one statement), then the transition.
+
+    The transition is conditional (a new row's unique key on conference and email, an
+    upgrade's row unchanged since read): when it loses (another worker, a voucher recorded
+    meanwhile), None sends the caller to the full reserve, which reads everything again.
+    A voucher linked to its grant on the way stays linked, as the full reserve would do.
     """
     now = ctx.clock()
     with ctx.db.transaction() as session:
         if not _still_as_read(session, [facts]):
             return None
-        taken = _take(session, ctx, facts, Decision(Action.CREATE), now=now)
+        taken = _take(session, ctx, facts, decision, now=now)
     return taken if isinstance(taken, Work) else None
 
 

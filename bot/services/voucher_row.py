@@ -840,10 +840,14 @@ def _claim(
 
 def record_email_sent(session: Session, claim: EmailClaim, *, now: dt.datetime) -> bool:
     """The SMTP server accepted the message."""
-    found = session.connection().execute(  # a Core statement: no ORM step needed
-        _RECORD_SENT,
-        {"r_id": claim.voucher_id, "r_generation": claim.generation, "r_now": now},
-    ).first()
+    found = (
+        session.connection()
+        .execute(  # a Core statement: no ORM step needed
+            _RECORD_SENT,
+            {"r_id": claim.voucher_id, "r_generation": claim.generation, "r_now": now},
+        )
+        .first()
+    )
     return found is not None
 
 
