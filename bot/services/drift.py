@@ -5,19 +5,26 @@ records whose Pretix voucher is gone (deleted, or no longer tagged `grant`), vou
 terms were changed in Pretix (price, value, quota or item, max usages, quota bypass, code,
 tag) and vouchers the bot revoked that are still there; it also counts redemptions.
 
-`compare_vouchers` is the pure comparison; `drift_report` reads the records (one SELECT) and
-Pretix (one paginated list call, `?tag=grant`) and calls it.
+`compare_vouchers` is the pure comparison; `drift_report` reads the records (one SELECT),
+THEN Pretix (one paginated list call, `?tag=grant`), and calls it. That order matters: the
+bot reserves a voucher's row (with its code) before it asks Pretix to create the voucher, so
+a record read first is in Pretix by the time the list is made; read after the list, a record
+created meanwhile would look gone. The digest reads the same records (`load_records`) inside
+its own transaction, before its one list call, and compares them to that list.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 
 from bot.conferences import ConferenceConfig, pick_conference
 from bot.pretix import EventRef, Voucher
@@ -81,8 +88,10 @@ class BotRecord:
     state: VoucherState
     voucher_type: VoucherType
     original_type: VoucherType | None = None
+    grant_id: int | None = None  # the bot's grant id (None: no grant, or it was deleted)
     grant_external_id: str | None = None
     full_name: str | None = None
+    email_sent_at: dt.datetime | None = None  # when the voucher email went out
     # The terms the bot sent (frozen create request, else the grant terms).
     expected: Mapping[str, object] = field(default_factory=dict)
 
@@ -274,67 +283,88 @@ def expected_terms(config: ConferenceConfig, sent: Mapping[str, Any] | None) -> 
     return {term: base.get(term) for term in COMPARED_TERMS}
 
 
-def load_records(ctx: ServiceContext, config: ConferenceConfig) -> list[BotRecord]:
+_CV = ConferenceVoucher
+# Built once: every voucher row of one conference (by code), with its grant's names.
+_RECORDS = (
+    select(
+        _CV.id,
+        _CV.code,
+        _CV.pretix_voucher_id,
+        _CV.state,
+        _CV.voucher_type,
+        _CV.original_type,
+        _CV.request_payload,
+        _CV.email_sent_at,
+        Grant.id,
+        Grant.external_id,
+        Grant.full_name,
+    )
+    .join(Conference, Conference.id == _CV.conference_id)
+    .outerjoin(Grant, Grant.id == _CV.grant_id)
+    .where(Conference.code == bindparam("conference"))
+    .order_by(_CV.id)
+)
+
+
+def load_records(session: Session, config: ConferenceConfig) -> list[BotRecord]:
     """Every voucher row of the conference that could match a grant voucher; one SELECT.
 
     Speaker and co-speaker rows are loaded too, so a grant-tagged voucher the bot knows under
-    another type is not called unknown, nor one whose row is being created right now.
+    another type is not called unknown, nor one whose row is being created right now. Read
+    them BEFORE listing Pretix (see the module's docstring), in the caller's transaction.
     """
-    cv = ConferenceVoucher
-    with ctx.db.transaction() as session:
-        rows = session.execute(
-            select(
-                cv.id,
-                cv.code,
-                cv.pretix_voucher_id,
-                cv.state,
-                cv.voucher_type,
-                cv.original_type,
-                cv.request_payload,
-                Grant.external_id,
-                Grant.full_name,
-            )
-            .join(Conference, Conference.id == cv.conference_id)
-            .outerjoin(Grant, Grant.id == cv.grant_id)
-            .where(Conference.code == config.code)
-            .order_by(cv.id)
-        ).all()
+    # An upgrade sends the grant terms, never a frozen create request; rows without a frozen
+    # request (imported, upgraded) all expect the same terms: made once, shared read-only.
+    grant_expected = MappingProxyType(expected_terms(config, None))
     return [
         BotRecord(
-            row_id=row.id,
-            code=row.code,
-            pretix_voucher_id=row.pretix_voucher_id,
-            state=row.state,
-            voucher_type=row.voucher_type,
-            original_type=row.original_type,
-            grant_external_id=row.external_id,
-            full_name=row.full_name,
-            # An upgrade sends the grant terms, never a frozen create request.
-            expected=expected_terms(config, None if row.original_type else row.request_payload),
+            row_id=row_id,
+            code=code,
+            pretix_voucher_id=pretix_id,
+            state=state,
+            voucher_type=voucher_type,
+            original_type=original_type,
+            grant_id=grant_id,
+            grant_external_id=external_id,
+            full_name=full_name,
+            email_sent_at=email_sent_at,
+            expected=grant_expected
+            if original_type or payload is None
+            else expected_terms(config, payload),
         )
-        for row in rows
+        for (
+            row_id,
+            code,
+            pretix_id,
+            state,
+            voucher_type,
+            original_type,
+            payload,
+            email_sent_at,
+            grant_id,
+            external_id,
+            full_name,
+        ) in session.execute(_RECORDS, {"conference": config.code})
     ]
 
 
-def drift_report(
-    ctx: ServiceContext, *, conference: str, vouchers: Iterable[Voucher] | None = None
-) -> DriftReport:
-    """The conference's drift; reads Pretix's grant vouchers unless `vouchers` are given.
+def drift_report(ctx: ServiceContext, *, conference: str) -> DriftReport:
+    """The conference's drift: the bot's records first, then Pretix's grant vouchers.
 
-    The digest passes the vouchers it already listed (one list call serves both). Raises
-    DriftError when the conference is not configured or Pretix is not; PretixError when
-    Pretix cannot be read.
+    Raises DriftError when the conference is not configured or Pretix is not; PretixError
+    when Pretix cannot be read. (The digest does not call this: it compares the records it
+    read with the list it made, `load_records` and `compare_vouchers`.)
     """
     config = ctx.conference(conference)
     if config is None:
         configured = ", ".join(sorted(ctx.conferences)) or "none configured"
         raise DriftError(f"unknown conference {conference!r} (configured: {configured})")
-    if vouchers is None:
-        if ctx.pretix is None:
-            raise DriftError("Pretix is not configured (set PRETIX_URL and PRETIX_TOKEN)")
-        event = EventRef(config.pretix_organizer, config.pretix_event)
-        vouchers = list(ctx.pretix.iter_vouchers(event, tag=GRANT_TAG))
-    records = load_records(ctx, config)
+    if ctx.pretix is None:
+        raise DriftError("Pretix is not configured (set PRETIX_URL and PRETIX_TOKEN)")
+    with ctx.db.transaction() as session:
+        records = load_records(session, config)
+    event = EventRef(config.pretix_organizer, config.pretix_event)
+    vouchers = list(ctx.pretix.iter_vouchers(event, tag=GRANT_TAG))
     return compare_vouchers(conference=config.code, records=records, vouchers=vouchers)
 
 
