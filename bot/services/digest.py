@@ -14,7 +14,10 @@ The sections, most urgent first:
 - `held`: held confirmations nobody dismissed;
 - `refused`: grants refused after their voucher was issued (the voucher is still live);
 - `recent`: confirmations of the last 24 hours, with their voucher and email state;
-- `redemption`: the grant vouchers Pretix lists, how many are redeemed, which are not yet.
+- `redemption`: the grant vouchers Pretix lists, how many are redeemed, which are not yet;
+- `drift`: one line when Pretix's grant vouchers differ from the bot's records (the drift
+  report's summary, from the same records and the same list: `python -m bot drift` has the
+  details).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bot.conferences import ConferenceConfig
 from bot.pretix import EventRef, PretixError, Voucher
 from bot.services.codes import mask_code
 from bot.services.context import ServiceContext
+from bot.services.drift import BotRecord, compare_vouchers, load_records
 from bot.services.pretix_work import GRANT_TAG
 from bot.services.provisioning_rules import (
     Action,
@@ -187,14 +191,19 @@ class Digest:
     refused: tuple[RefusedWithVoucher, ...]
     recent: tuple[RecentConfirmation, ...]
     redemption: Redemption
+    # The drift report's one-line summary; None when nothing drifted or Pretix was not read.
+    drift: str | None = None
 
     @property
     def empty(self) -> bool:
-        """Nothing to report: nobody waits, nothing needs a person, nobody confirmed today.
+        """Nothing to report: nobody waits, nothing needs a person, nobody confirmed today,
+        nothing drifted in Pretix.
 
         The redemption totals alone are not news; an empty digest still shows them.
         """
-        return not (self.waiting or self.stuck or self.held or self.refused or self.recent)
+        return not (
+            self.waiting or self.stuck or self.held or self.refused or self.recent or self.drift
+        )
 
     @property
     def overdue(self) -> int:
@@ -300,19 +309,37 @@ def build_digest(ctx: ServiceContext, *, conference: str, now: dt.datetime) -> D
     """The digest of one configured conference at `now` (aware).
 
     Seven SQL statements whatever the number of grants, and one paginated Pretix list of the
-    conference's grant-tagged vouchers (`iter_vouchers(event, tag="grant")`). Pretix being
-    off or down is said in the redemption section; the digest is still built.
+    conference's grant-tagged vouchers (`iter_vouchers(event, tag="grant")`), which serves
+    the redemption section, the refused grants' redemption and the drift line alike. Pretix
+    being off or down is said in the redemption section; the digest is still built.
+
+    With Pretix configured, the bot's voucher records (the drift report's, which also name
+    the holders of the created grant vouchers) are read in the same transaction, BEFORE the
+    list: a voucher the bot creates meanwhile then has no record yet and is not listed, where
+    the other order would call it gone.
     """
     config = ctx.conference(conference)
     if config is None:
         raise UnknownConferenceError(conference)
+    records: list[BotRecord] | None = None
     with ctx.db.transaction() as session:
         conference_id = session.scalar(select(Conference.id).where(Conference.code == conference))
         if conference_id is None:  # configured but never synced: nothing stored yet
             sections = _Sections((), (), (), (), (), _Issued(0, {}))
+            records = []
         else:
             sections = _read_sections(session, ctx, config, conference_id, now)
+            if ctx.pretix is not None:
+                records = load_records(session, config)
+    issued = sections.issued if records is None else _issued_from(records)
     vouchers, state, problem = _pretix_vouchers(ctx, config)
+    drift = (
+        None
+        if vouchers is None or records is None
+        else compare_vouchers(
+            conference=config.code, records=records, vouchers=vouchers
+        ).summary_line()
+    )
     return Digest(
         conference=config.code,
         conference_name=config.name,
@@ -325,7 +352,8 @@ def build_digest(ctx: ServiceContext, *, conference: str, now: dt.datetime) -> D
         held=sections.held,
         refused=_refused(sections.refused, vouchers),
         recent=sections.recent,
-        redemption=_redemption(sections.issued, vouchers, state, problem),
+        redemption=_redemption(issued, vouchers, state, problem),
+        drift=drift,
     )
 
 
@@ -374,7 +402,8 @@ def _read_sections(
         held=_held(session, conference_id) if issuing else (),
         refused=_refused_rows(session, conference_id),
         recent=_recent(session, conference_id, now),
-        issued=_issued(session, conference_id, holders=ctx.pretix is not None),
+        # With Pretix, the holders come from the drift records (one statement for both).
+        issued=_issued_count(session, conference_id) if ctx.pretix is None else _Issued(0, {}),
     )
 
 
@@ -637,33 +666,24 @@ def _recent(
     )
 
 
-def _issued(session: Session, conference_id: int, *, holders: bool) -> _Issued:
-    """The grant vouchers the bot created at this conference; with `holders`, whose they are
-    (to name the unredeemed ones Pretix lists), else only how many. One statement."""
+def _issued_count(session: Session, conference_id: int) -> _Issued:
+    """How many grant vouchers the bot created at this conference (Pretix off: nobody to
+    name). One statement."""
     created = and_(
         CV.conference_id == conference_id,
         CV.voucher_type == VoucherType.GRANT,
         CV.state == VoucherState.CREATED,
         CV.pretix_voucher_id.is_not(None),
     )
-    if not holders:
-        return _Issued(session.scalar(select(func.count()).select_from(CV).where(created)) or 0, {})
-    rows = session.execute(
-        select(
-            CV.pretix_voucher_id,
-            Grant.id,
-            Grant.external_id,
-            Grant.full_name,
-            CV.email_sent_at,
-        )
-        .select_from(CV)
-        .outerjoin(Grant, Grant.id == CV.grant_id)
-        .where(created)
-    ).all()
+    return _Issued(session.scalar(select(func.count()).select_from(CV).where(created)) or 0, {})
+
+
+def _issued_from(records: Iterable[BotRecord]) -> _Issued:
+    """The created grant vouchers among the drift records, by Pretix id, with their holders."""
     found: dict[int, _Holder] = {
-        pretix_id: (gid, ext, name, sent)
-        for pretix_id, gid, ext, name, sent in rows
-        if pretix_id is not None
+        r.pretix_voucher_id: (r.grant_id, r.grant_external_id, r.full_name, r.email_sent_at)
+        for r in records
+        if r.is_grant_record and r.pretix_voucher_id is not None
     }
     return _Issued(len(found), found)
 
