@@ -78,7 +78,7 @@ class TermChange:
     actual: object
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BotRecord:
     """What the bot knows of one voucher of the conference (a `conference_vouchers` row)."""
 
@@ -344,7 +344,7 @@ def load_records(session: Session, config: ConferenceConfig) -> list[BotRecord]:
             grant_id,
             external_id,
             full_name,
-        ) in session.execute(_RECORDS, {"conference": config.code})
+        ) in session.connection().execute(_RECORDS, {"conference": config.code}).all()
     ]
 
 
