@@ -225,11 +225,13 @@ def _match(
 
 
 def _changes(record: BotRecord, voucher: Voucher) -> tuple[TermChange, ...]:
-    changes = [
-        TermChange(term, record.expected[term], _actual(voucher, term))
-        for term in COMPARED_TERMS
-        if term in record.expected and not _same(record.expected[term], _actual(voucher, term))
-    ]
+    changes: list[TermChange] = []
+    expected = record.expected
+    for term in COMPARED_TERMS:
+        if term in expected:
+            actual = _actual(voucher, term)
+            if not _same(expected[term], actual):
+                changes.append(TermChange(term, expected[term], actual))
     if voucher.code.upper() != record.code.upper():
         changes.append(TermChange("code", record.code, voucher.code))
     return tuple(changes)
@@ -241,12 +243,14 @@ def _actual(voucher: Voucher, term: str) -> object:
 
 
 def _same(expected: object, actual: object) -> bool:
+    if expected == actual:  # the usual case, and what the Decimal reading would say too
+        return True
     if isinstance(expected, Decimal | str) and isinstance(actual, Decimal):
         try:
             return Decimal(str(expected)) == actual
         except ArithmeticError:
             return False
-    return expected == actual
+    return False
 
 
 def _item(
