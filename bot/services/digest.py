@@ -332,7 +332,7 @@ def build_digest(ctx: ServiceContext, *, conference: str, now: dt.datetime) -> D
         else:
             sections = _read_sections(session, ctx, config, conference_id, now)
             if ctx.pretix is not None:
-                records = load_records(session, config)
+                records = load_records(session, config, conference_id=conference_id)
     issued = sections.issued if records is None else _issued_from(records)
     vouchers, state, problem = _pretix_vouchers(ctx, config)
     drift = (
