@@ -172,7 +172,10 @@ def redemption_summary(digest: Digest) -> str:
 
 def drift_commands(digest: Digest) -> tuple[str, str]:
     """Where staff read what drifted: the command line and the slash command."""
-    return (f"python -m bot drift {digest.conference}", f"/voucher drift {digest.conference}")
+    return (
+        f".venv/bin/voucher-bot drift {digest.conference}",
+        f"/voucher drift {digest.conference}",
+    )
 
 
 def drift_words(digest: Digest) -> str | None:

@@ -353,7 +353,7 @@ def test_the_digest_says_in_one_line_what_drifted_in_pretix_from_its_one_list(
     named = {u.grant.id for u in digest.redemption.unredeemed if u.grant is not None}
     assert named == {edited, fine}
     assert hand_made["code"][:4] + "…" in {u.code for u in digest.redemption.unredeemed}
-    command = f"python -m bot drift {conference.code}"
+    command = f".venv/bin/voucher-bot drift {conference.code}"
     assert f"{digest.drift} Details: {command}" in digest_text(digest)
     blocks = json.dumps(render_digest(digest).message.blocks, ensure_ascii=False)
     assert "1 voucher edited in Pretix." in blocks and f"`{command}`" in blocks

@@ -327,7 +327,7 @@ def test_the_drift_line_sits_under_the_redemption_with_where_the_details_are() -
     [drift_line] = [line for line in lines if "Pretix drift" in line]
     assert lines.index(drift_line) > redemption_at
     assert drift_line == (
-        f":warning: {DRIFT} Details: `python -m bot drift pycon2026` "
+        f":warning: {DRIFT} Details: `.venv/bin/voucher-bot drift pycon2026` "
         "(or `/voucher drift pycon2026`)."
     )
     assert "drift in Pretix" in message.text  # the notification's counts say so too
@@ -357,7 +357,7 @@ def test_a_big_digest_with_drift_stays_inside_slacks_limits() -> None:
     message = digest_message(big)
     validate(message)
     assert len(message.blocks) <= MAX_BLOCKS
-    assert "python -m bot drift pycon2026" in shown(message)
+    assert ".venv/bin/voucher-bot drift pycon2026" in shown(message)
 
 
 def test_a_day_with_only_drift_is_not_the_empty_line() -> None:
@@ -369,7 +369,7 @@ def test_a_day_with_only_drift_is_not_the_empty_line() -> None:
     assert "drift in Pretix" in message.text and DRIFT in shown(message)
     text = digest_text(only)
     assert text.splitlines()[-1] == (
-        f"{DRIFT} Details: python -m bot drift pycon2026 (or /voucher drift pycon2026)."
+        f"{DRIFT} Details: .venv/bin/voucher-bot drift pycon2026 (or /voucher drift pycon2026)."
     )
     assert digest(drift=None).empty
 
@@ -380,6 +380,6 @@ def test_app_home_shows_the_drift_line() -> None:
         conferences=(HomeConference(digest=digest(drift=DRIFT), bulk=()),),
     )
     view = json.dumps(home_view(picture, staff=True), ensure_ascii=False)
-    assert DRIFT in view and "`python -m bot drift pycon2026`" in view
+    assert DRIFT in view and "`.venv/bin/voucher-bot drift pycon2026`" in view
     quiet = HomePicture(generated_at=NOW, conferences=(HomeConference(digest=digest(), bulk=()),))
     assert "drift" not in json.dumps(home_view(quiet, staff=True)).lower()

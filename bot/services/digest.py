@@ -16,7 +16,7 @@ The sections, most urgent first:
 - `recent`: confirmations of the last 24 hours, with their voucher and email state;
 - `redemption`: the grant vouchers Pretix lists, how many are redeemed, which are not yet;
 - `drift`: one line when Pretix's grant vouchers differ from the bot's records (the drift
-  report's summary, from the same records and the same list: `python -m bot drift` has the
+  report's summary, from the same records and the same list: `.venv/bin/voucher-bot drift` has the
   details).
 """
 
