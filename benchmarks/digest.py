@@ -47,6 +47,7 @@ def _serve_pretix(conn: Connection, events: list[str], vouchers: list[VoucherSee
                 tag="grant",
                 price_mode="set",
                 value="0.00",
+                quota=1,  # the grant terms the bot sends: no drift
                 redeemed=redeemed,
             )
         conn.send((pretix.url, pretix.token))

@@ -170,6 +170,22 @@ def redemption_summary(digest: Digest) -> str:
     )
 
 
+def drift_commands(digest: Digest) -> tuple[str, str]:
+    """Where staff read what drifted: the command line and the slash command."""
+    return (
+        f".venv/bin/voucher-bot drift {digest.conference}",
+        f"/voucher drift {digest.conference}",
+    )
+
+
+def drift_words(digest: Digest) -> str | None:
+    """The one drift line (None when nothing drifted), with where the details are."""
+    if digest.drift is None:
+        return None
+    cli, slash = drift_commands(digest)
+    return f"{digest.drift} Details: {cli} (or {slash})."
+
+
 def counts_line(digest: Digest) -> str:
     """The digest in one line: how many in each section."""
     parts = []
@@ -188,6 +204,8 @@ def counts_line(digest: Digest) -> str:
         parts.append(f"{len(digest.refused)} refused with a voucher")
     if digest.recent:
         parts.append(f"{len(digest.recent)} confirmed in 24 h")
+    if digest.drift:
+        parts.append("drift in Pretix")
     return " · ".join(parts)
 
 
@@ -233,6 +251,8 @@ def digest_text(digest: Digest) -> str:
         + f": {unredeemed_words(u, zone)}"
         for u in digest.redemption.unredeemed
     )
+    if (drift := drift_words(digest)) is not None:
+        lines.extend(["", drift])
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import enum
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
@@ -59,11 +59,28 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def process_result_value(
         self, value: dt.datetime | None, dialect: Dialect
     ) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+        return _as_utc(value)
+
+    def result_processor(
+        self, dialect: Dialect, coltype: Any
+    ) -> Callable[[Any], dt.datetime | None]:
+        # One call per value instead of TypeDecorator's two (a digest reads thousands).
+        impl = self.impl_instance.result_processor(dialect, coltype)
+        if impl is None:
+            return _as_utc
+        return lambda value: _as_utc(impl(value))
+
+
+def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """The same moment in UTC; a naive value (SQLite) is UTC already."""
+    if value is None:
+        return None
+    zone = value.tzinfo
+    if zone is dt.UTC:  # what psycopg gives on a UTC session (see create_db_engine)
+        return value
+    if zone is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 class GrantStatus(enum.StrEnum):
@@ -190,6 +207,7 @@ class Source(enum.StrEnum):
 
 
 E = TypeVar("E", bound=enum.StrEnum)
+_MISSING: Any = object()
 
 
 class StrEnumColumn(TypeDecorator[E]):
@@ -207,6 +225,21 @@ class StrEnumColumn(TypeDecorator[E]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
         return None if value is None else self.enum_type(value)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], E | None]:
+        # A dict lookup per value, not TypeDecorator's wrapper around an Enum call.
+        members: dict[str | None, E | None] = {m.value: m for m in self.enum_type}
+        members[None] = None
+        impl = self.impl_instance.result_processor(dialect, coltype)
+        enum_type = self.enum_type
+
+        def process(value: Any) -> E | None:
+            if impl is not None:
+                value = impl(value)
+            found = members.get(value, _MISSING)
+            return enum_type(value) if found is _MISSING else found  # unknown: ValueError
+
+        return process
 
 
 JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -263,6 +296,8 @@ class Grant(Timestamped, Base):
     __table_args__ = (
         UniqueConstraint("conference_id", "external_id"),
         Index("ix_grants_conference_email", "conference_id", "email_key"),
+        # The digest reads one conference's grants of one status per section.
+        Index("ix_grants_conference_status", "conference_id", "status", "confirmed_at"),
         Index("ix_grants_status", "status"),
         Index("ix_grants_external_id", "external_id"),
     )
@@ -536,7 +571,7 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         echo=echo,
         hide_parameters=True,
@@ -544,6 +579,17 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         pool_size=10,
         max_overflow=20,
     )
+    event.listen(engine, "connect", _postgres_on_connect)
+    return engine
+
+
+def _postgres_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # Timestamps come back in UTC (psycopg then gives datetime.UTC itself, which UTCDateTime
+    # passes through instead of converting each value); the moments are the same either way.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET TIME ZONE 'UTC'")
+    cursor.close()
+    dbapi_connection.commit()
 
 
 _NO_DATABASE = re.compile(r'database "[^"]*" does not exist')

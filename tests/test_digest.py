@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ import pytest
 from sqlalchemy import Engine, event, update
 
 from bot.conferences import ConferenceConfig
+from bot.digest_text import digest_text
+from bot.pretix import EventRef, PretixClient, VoucherUpdate
 from bot.services.context import ServiceContext
 from bot.services.digest import (
     PretixState,
@@ -24,6 +27,7 @@ from bot.services.digest import (
 )
 from bot.services.provisioning import provision_grant_voucher
 from bot.services.provisioning_rules import Action, Decision, Verdict
+from bot.slack.blocks import render_digest
 from bot.storage import EmailState, Grant, VoucherState
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
@@ -317,6 +321,103 @@ def test_pretix_off_or_down_is_said_and_the_digest_still_built(
     assert len(down.waiting) == 1
 
 
+def test_the_digest_says_in_one_line_what_drifted_in_pretix_from_its_one_list(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    conference: ConferenceConfig,
+    pretix_server: FakePretix,
+    pretix_client: PretixClient,
+    pretix_event: EventRef,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    edited, fine = (
+        make_grant(full_name=name, updated_at=iso(NOW - dt.timedelta(days=4)))
+        for name in ("Ed Edited", "Fin Fine")
+    )
+    for grant_id in (edited, fine):
+        provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+    edited_id = voucher_row(ctx.db, edited).pretix_voucher_id
+    assert edited_id is not None
+    pretix_client.update_voucher(pretix_event, edited_id, VoucherUpdate(max_usages=5))
+    hand_made = pretix_server.seed_voucher(tag="grant", price_mode="set", value="0.00", quota=1)
+    before = pretix_server.count("GET", VOUCHERS)
+
+    digest = build_digest(ctx, conference=conference.code, now=NOW)
+
+    assert pretix_server.count("GET", VOUCHERS) - before == 1  # one list serves everything
+    assert digest.drift == (
+        f"Pretix drift in {conference.code}: 1 grant voucher the bot does not know, "
+        "1 voucher edited in Pretix."
+    )
+    assert (digest.redemption.recorded, digest.redemption.listed) == (2, 3)
+    named = {u.grant.id for u in digest.redemption.unredeemed if u.grant is not None}
+    assert named == {edited, fine}
+    assert hand_made["code"][:4] + "…" in {u.code for u in digest.redemption.unredeemed}
+    command = f".venv/bin/voucher-bot drift {conference.code}"
+    assert f"{digest.drift} Details: {command}" in digest_text(digest)
+    blocks = json.dumps(render_digest(digest).message.blocks, ensure_ascii=False)
+    assert "1 voucher edited in Pretix." in blocks and f"`{command}`" in blocks
+
+
+def test_no_drift_line_when_pretix_matches_the_records_or_is_not_read(
+    make_ctx: Callable[..., ServiceContext],
+    make_grant: Callable[..., int],
+    conference: ConferenceConfig,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    ctx = make_ctx()
+    grant_id = make_grant(full_name="Fin Fine", updated_at=iso(NOW - dt.timedelta(days=4)))
+    provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+
+    digest = build_digest(ctx, conference=conference.code, now=NOW)
+
+    assert digest.drift is None and digest.redemption.recorded == 1
+    assert "drift" not in digest_text(digest).lower()
+    assert "drift" not in json.dumps(render_digest(digest).message.blocks).lower()
+    pretix_server.seed_voucher(tag="grant", price_mode="set", value="0.00", quota=1)
+    assert build_digest(make_ctx(pretix=None), conference=conference.code, now=NOW).drift is None
+    pretix_server.fail_next(400, method="GET", path_contains=VOUCHERS)
+    down = build_digest(ctx, conference=conference.code, now=NOW)
+    assert down.redemption.pretix is PretixState.DOWN and down.drift is None
+
+
+def test_a_drifted_day_is_not_an_empty_day(
+    ctx: ServiceContext, conference: ConferenceConfig, pretix_server: FakePretix
+) -> None:
+    pretix_server.seed_voucher(tag="grant", price_mode="set", value="0.00", quota=1)
+
+    digest = build_digest(ctx, conference=conference.code, now=NOW)
+
+    assert digest.drift is not None and not digest.empty
+    assert "drift in Pretix" in render_digest(digest).message.text
+
+
+def test_a_voucher_made_while_the_digest_lists_pretix_is_no_drift(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    conference: ConferenceConfig,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    """The records are read in the digest's transaction before its list call: a voucher
+    the bot makes while the list is on its way is in neither, so it is not called gone."""
+    done = make_grant(full_name="Don Done", updated_at=iso(NOW - dt.timedelta(days=4)))
+    provision_grant_voucher(ctx, grant_id=done, actor=TEST_ACTOR)
+    late = make_grant(full_name="Lee Late", updated_at=iso(NOW - dt.timedelta(days=4)))
+    pretix_server.call_while_answering_next(
+        lambda: provision_grant_voucher(ctx, grant_id=late, actor=TEST_ACTOR),
+        method="GET",
+        path_contains=VOUCHERS,
+    )
+
+    digest = build_digest(ctx, conference=conference.code, now=NOW)
+
+    assert voucher_row(ctx.db, late).state is VoucherState.CREATED
+    assert digest.drift is None
+    assert (digest.redemption.recorded, digest.redemption.listed) == (1, 1)
+
+
 def test_unknown_conference_is_refused(ctx: ServiceContext) -> None:
     with pytest.raises(UnknownConferenceError):
         build_digest(ctx, conference=unique("nope"), now=NOW)
@@ -347,4 +448,25 @@ def test_statement_count_does_not_grow_with_the_grants(
         waiting(make_grant, f"W {n}", NOW + dt.timedelta(days=n - 3))
         make_grant(full_name=f"C {n}", updated_at=iso(NOW - dt.timedelta(hours=n)))
         make_grant(full_name=f"H {n}", previous_status="waiting_list")
+    assert statements() == empty == 7
+
+
+def test_statement_count_with_pretix_does_not_grow_either(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    conference: ConferenceConfig,
+    smtp_server: FakeSmtpServer,
+) -> None:
+    def statements() -> int:
+        with counting_statements(ctx.db.engine) as seen:
+            build_digest(ctx, conference=conference.code, now=NOW)
+        return len(seen)
+
+    empty = statements()
+    for n in range(10):
+        grant_id = make_grant(full_name=f"V {n}", updated_at=iso(NOW - dt.timedelta(days=2)))
+        provision_grant_voucher(ctx, grant_id=grant_id, actor=TEST_ACTOR)
+        waiting(make_grant, f"W {n}", NOW + dt.timedelta(days=n - 3))
+    digest_with_vouchers = build_digest(ctx, conference=conference.code, now=NOW)
+    assert digest_with_vouchers.redemption.recorded == 10
     assert statements() == empty == 7

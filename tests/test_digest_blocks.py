@@ -25,6 +25,7 @@ from bot.services.digest import (
     urgency,
     waiting_order,
 )
+from bot.services.home import HomeConference, HomePicture
 from bot.services.provisioning_rules import Verdict
 from bot.slack.blocks import (
     FALLBACK_LIMIT,
@@ -38,6 +39,7 @@ from bot.slack.blocks import (
     digest_message,
     render_digest,
 )
+from bot.slack.blocks.home import home_view
 from bot.storage import EmailState, VoucherState, VoucherType
 
 NOW = dt.datetime(2026, 5, 3, 7, 0, tzinfo=dt.UTC)
@@ -309,3 +311,75 @@ def test_terminal_text_shows_every_line_unescaped() -> None:
 def test_csv_cells_never_become_formulas() -> None:
     data = digest_csv(digest(held=(replace(held(1), grant=person(1, "=HYPERLINK(1)")),)))
     assert "'=HYPERLINK(1)" in data
+
+
+DRIFT = (
+    "Pretix drift in pycon2026: 1 grant voucher the bot does not know, 1 voucher edited in Pretix."
+)
+
+
+def test_the_drift_line_sits_under_the_redemption_with_where_the_details_are() -> None:
+    message = digest_message(digest(held=(held(1),), drift=DRIFT))
+    validate(message)
+    text = shown(message)
+    lines = text.splitlines()
+    redemption_at = next(n for n, line in enumerate(lines) if "in Pretix:" in line)
+    [drift_line] = [line for line in lines if "Pretix drift" in line]
+    assert lines.index(drift_line) > redemption_at
+    assert drift_line == (
+        f":warning: {DRIFT} Details: `.venv/bin/voucher-bot drift pycon2026` "
+        "(or `/voucher drift pycon2026`)."
+    )
+    assert "drift in Pretix" in message.text  # the notification's counts say so too
+    assert message.blocks[-1]["type"] == "context"
+
+
+def test_a_big_digest_with_drift_stays_inside_slacks_limits() -> None:
+    big = digest(
+        waiting=tuple(pending(n, NOW + dt.timedelta(hours=n)) for n in range(300)),
+        stuck=tuple(stuck(400 + n) for n in range(40)),
+        held=tuple(held(500 + n) for n in range(40)),
+        refused=tuple(refused(600 + n, None) for n in range(40)),
+        recent=tuple(
+            RecentConfirmation(
+                grant=person(700 + n),
+                confirmed_at=NOW - dt.timedelta(minutes=n),
+                voucher_type=VoucherType.GRANT,
+                voucher_state=VoucherState.CREATED,
+                code="ABCD…",
+                email_state=EmailState.SENT,
+                held=False,
+            )
+            for n in range(200)
+        ),
+        drift=DRIFT,
+    )
+    message = digest_message(big)
+    validate(message)
+    assert len(message.blocks) <= MAX_BLOCKS
+    assert ".venv/bin/voucher-bot drift pycon2026" in shown(message)
+
+
+def test_a_day_with_only_drift_is_not_the_empty_line() -> None:
+    only = digest(drift=DRIFT)
+    assert not only.empty
+    message = digest_message(only)
+    validate(message)
+    assert "nothing to report" not in message.text
+    assert "drift in Pretix" in message.text and DRIFT in shown(message)
+    text = digest_text(only)
+    assert text.splitlines()[-1] == (
+        f"{DRIFT} Details: .venv/bin/voucher-bot drift pycon2026 (or /voucher drift pycon2026)."
+    )
+    assert digest(drift=None).empty
+
+
+def test_app_home_shows_the_drift_line() -> None:
+    picture = HomePicture(
+        generated_at=NOW,
+        conferences=(HomeConference(digest=digest(drift=DRIFT), bulk=()),),
+    )
+    view = json.dumps(home_view(picture, staff=True), ensure_ascii=False)
+    assert DRIFT in view and "`.venv/bin/voucher-bot drift pycon2026`" in view
+    quiet = HomePicture(generated_at=NOW, conferences=(HomeConference(digest=digest(), bulk=()),))
+    assert "drift" not in json.dumps(home_view(quiet, staff=True)).lower()

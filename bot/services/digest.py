@@ -14,25 +14,28 @@ The sections, most urgent first:
 - `held`: held confirmations nobody dismissed;
 - `refused`: grants refused after their voucher was issued (the voucher is still live);
 - `recent`: confirmations of the last 24 hours, with their voucher and email state;
-- `redemption`: the grant vouchers Pretix lists, how many are redeemed, which are not yet.
+- `redemption`: the grant vouchers Pretix lists, how many are redeemed, which are not yet;
+- `drift`: one line when Pretix's grant vouchers differ from the bot's records (the drift
+  report's summary, from the same records and the same list: `.venv/bin/voucher-bot drift` has the
+  details).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from bot.conferences import ConferenceConfig
 from bot.pretix import EventRef, PretixError, Voucher
 from bot.services.codes import mask_code
 from bot.services.context import ServiceContext
+from bot.services.drift import BotRecord, compare_vouchers, load_records
 from bot.services.pretix_work import GRANT_TAG
 from bot.services.provisioning_rules import (
     Action,
@@ -81,7 +84,7 @@ class PretixState(enum.StrEnum):
     DOWN = "down"  # Pretix did not answer (or refused)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DigestGrant:
     """Who a digest line is about."""
 
@@ -90,7 +93,7 @@ class DigestGrant:
     name: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PendingConfirmation:
     """A grantee who was offered the grant and has not confirmed yet."""
 
@@ -101,7 +104,7 @@ class PendingConfirmation:
     urgency: Urgency
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RecentConfirmation:
     """A confirmation of the last 24 hours and where its voucher and email stand."""
 
@@ -114,7 +117,7 @@ class RecentConfirmation:
     held: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StuckGrant:
     """A confirmed grantee still without a voucher or its email, and why."""
 
@@ -126,7 +129,7 @@ class StuckGrant:
     email_state: EmailState | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class HeldGrant:
     """A held confirmation waiting for a person's decision (issue or dismiss)."""
 
@@ -135,7 +138,7 @@ class HeldGrant:
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RefusedWithVoucher:
     """A grant refused after its voucher was issued: revoke it, unless it was used."""
 
@@ -150,7 +153,7 @@ class RefusedWithVoucher:
         return bool(self.redeemed)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class UnredeemedVoucher:
     """A grant voucher Pretix lists as not redeemed yet."""
 
@@ -159,7 +162,7 @@ class UnredeemedVoucher:
     emailed_at: dt.datetime | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Redemption:
     """The grant vouchers in Pretix (one list call) against the bot's records."""
 
@@ -171,7 +174,7 @@ class Redemption:
     unredeemed: tuple[UnredeemedVoucher, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Digest:
     """One conference's digest at `generated_at`."""
 
@@ -187,14 +190,19 @@ class Digest:
     refused: tuple[RefusedWithVoucher, ...]
     recent: tuple[RecentConfirmation, ...]
     redemption: Redemption
+    # The drift report's one-line summary; None when nothing drifted or Pretix was not read.
+    drift: str | None = None
 
     @property
     def empty(self) -> bool:
-        """Nothing to report: nobody waits, nothing needs a person, nobody confirmed today.
+        """Nothing to report: nobody waits, nothing needs a person, nobody confirmed today,
+        nothing drifted in Pretix.
 
         The redemption totals alone are not news; an empty digest still shows them.
         """
-        return not (self.waiting or self.stuck or self.held or self.refused or self.recent)
+        return not (
+            self.waiting or self.stuck or self.held or self.refused or self.recent or self.drift
+        )
 
     @property
     def overdue(self) -> int:
@@ -225,13 +233,16 @@ def days_left(deadline: dt.datetime | None, now: dt.datetime) -> int | None:
     """Whole days until the deadline (rounded down: 0 on its last day, -1 a day late)."""
     if deadline is None:
         return None
-    return math.floor((deadline - now) / dt.timedelta(days=1))
+    return (deadline - now) // _DAY  # floor division of exact microseconds
+
+
+_DAY = dt.timedelta(days=1)
+_FAR = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 def waiting_order(item: PendingConfirmation) -> tuple[int, dt.datetime, str]:
     """Urgent first, then the nearest deadline, then by name."""
-    far = dt.datetime.max.replace(tzinfo=dt.UTC)
-    return (item.urgency, item.deadline or far, item.grant.name.casefold())
+    return (item.urgency, item.deadline or _FAR, item.grant.name.casefold())
 
 
 def email_done(state: EmailState | None, sent_at: dt.datetime | None) -> bool:
@@ -300,19 +311,37 @@ def build_digest(ctx: ServiceContext, *, conference: str, now: dt.datetime) -> D
     """The digest of one configured conference at `now` (aware).
 
     Seven SQL statements whatever the number of grants, and one paginated Pretix list of the
-    conference's grant-tagged vouchers (`iter_vouchers(event, tag="grant")`). Pretix being
-    off or down is said in the redemption section; the digest is still built.
+    conference's grant-tagged vouchers (`iter_vouchers(event, tag="grant")`), which serves
+    the redemption section, the refused grants' redemption and the drift line alike. Pretix
+    being off or down is said in the redemption section; the digest is still built.
+
+    With Pretix configured, the bot's voucher records (the drift report's, which also name
+    the holders of the created grant vouchers) are read in the same transaction, BEFORE the
+    list: a voucher the bot creates meanwhile then has no record yet and is not listed, where
+    the other order would call it gone.
     """
     config = ctx.conference(conference)
     if config is None:
         raise UnknownConferenceError(conference)
+    records: list[BotRecord] | None = None
     with ctx.db.transaction() as session:
-        conference_id = session.scalar(select(Conference.id).where(Conference.code == conference))
+        conference_id = session.connection().execute(_CONFERENCE_ID, {"code": conference}).scalar()
         if conference_id is None:  # configured but never synced: nothing stored yet
             sections = _Sections((), (), (), (), (), _Issued(0, {}))
+            records = []
         else:
             sections = _read_sections(session, ctx, config, conference_id, now)
+            if ctx.pretix is not None:
+                records = load_records(session, config, conference_id=conference_id)
+    issued = sections.issued if records is None else _issued_from(records)
     vouchers, state, problem = _pretix_vouchers(ctx, config)
+    drift = (
+        None
+        if vouchers is None or records is None
+        else compare_vouchers(
+            conference=config.code, records=records, vouchers=vouchers
+        ).summary_line()
+    )
     return Digest(
         conference=config.code,
         conference_name=config.name,
@@ -325,11 +354,12 @@ def build_digest(ctx: ServiceContext, *, conference: str, now: dt.datetime) -> D
         held=sections.held,
         refused=_refused(sections.refused, vouchers),
         recent=sections.recent,
-        redemption=_redemption(sections.issued, vouchers, state, problem),
+        redemption=_redemption(issued, vouchers, state, problem),
+        drift=drift,
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _RefusedRow:
     grant: DigestGrant
     refused_at: dt.datetime
@@ -341,7 +371,7 @@ class _RefusedRow:
 _Holder = tuple[int | None, str | None, str | None, dt.datetime | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Issued:
     """The grant vouchers the bot created: how many, and (when Pretix will be read) whose
     each one is, by Pretix id."""
@@ -350,7 +380,7 @@ class _Issued:
     holders: dict[int, _Holder]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Sections:
     waiting: tuple[PendingConfirmation, ...]
     stuck: tuple[StuckGrant, ...]
@@ -368,36 +398,152 @@ def _read_sections(
     now: dt.datetime,
 ) -> _Sections:
     issuing = config.issue_vouchers
+    connection = session.connection()  # Core rows: no ORM loading for plain columns
     return _Sections(
-        waiting=_waiting(session, conference_id, now),
-        stuck=_stuck(session, ctx, conference_id, now) if issuing else (),
-        held=_held(session, conference_id) if issuing else (),
-        refused=_refused_rows(session, conference_id),
-        recent=_recent(session, conference_id, now),
-        issued=_issued(session, conference_id, holders=ctx.pretix is not None),
+        waiting=_waiting(connection, conference_id, now),
+        stuck=_stuck(connection, ctx, conference_id, now) if issuing else (),
+        held=_held(connection, conference_id) if issuing else (),
+        refused=_refused_rows(connection, conference_id),
+        recent=_recent(connection, conference_id, now),
+        # With Pretix, the holders come from the drift records (one statement for both).
+        issued=_issued_count(connection, conference_id) if ctx.pretix is None else _Issued(0, {}),
     )
 
 
-def _person() -> ColumnElement[bool]:
-    """SQL: the voucher row of the grant's person at the grant's conference."""
-    return and_(CV.conference_id == Grant.conference_id, CV.email_key == Grant.email_key)
+# --- the statements: built once (bound parameters), run on the session's connection ------
+
+# The voucher row of the grant's person at the grant's conference.
+_PERSON = and_(CV.conference_id == Grant.conference_id, CV.email_key == Grant.email_key)
+_OF_CONFERENCE = Grant.conference_id == bindparam("conference_id")
+
+_CONFERENCE_ID = select(Conference.id).where(Conference.code == bindparam("code"))
+
+_WAITING = select(
+    Grant.id,
+    Grant.external_id,
+    Grant.full_name,
+    Grant.applicant_reply_sent_at,
+    Grant.applicant_reply_deadline,
+).where(_OF_CONFERENCE, Grant.status == GrantStatus.WAITING_FOR_CONFIRMATION)
+
+# Confirmed, unheld, undismissed grants whose person has no finished voucher and email: a
+# superset (no row, a row not created, a created row whose email is not done); the
+# provisioning rule and `stuck_reason` decide, on the same facts.
+_MOVED = aliased(CV)
+_FINISHED = and_(
+    CV.state == VoucherState.CREATED,
+    CV.voucher_type.in_([VoucherType.SPEAKER, VoucherType.GRANT]),
+    or_(CV.email_state == EmailState.SENT, CV.email_sent_at.is_not(None)),
+)
+_STUCK = (
+    select(
+        Grant.id,
+        Grant.external_id,
+        Grant.full_name,
+        Grant.email,
+        Grant.email_key,
+        Grant.confirmed_at,
+        Grant.waits_for_staff,
+        CV.id,
+        CV.grant_id,
+        CV.voucher_type,
+        CV.state,
+        CV.lease_expires_at,
+        CV.next_attempt_at,
+        CV.last_error,
+        CV.email_state,
+        CV.email_sent_at,
+        CV.email_last_error,
+        _MOVED.id,
+        _MOVED.state,
+    )
+    .outerjoin(CV, _PERSON)
+    .outerjoin(
+        _MOVED,
+        and_(
+            _MOVED.grant_id == Grant.id,
+            _MOVED.email_key != Grant.email_key,
+            _MOVED.state != VoucherState.REVOKED,
+        ),
+    )
+    .where(
+        _OF_CONFERENCE,
+        Grant.status == GrantStatus.CONFIRMED,
+        Grant.hold_reason.is_(None),
+        Grant.dismissed_at.is_(None),
+        or_(CV.id.is_(None), ~_FINISHED),
+    )
+    .order_by(Grant.confirmed_at, Grant.id)
+)
+
+_HELD = (
+    select(Grant.id, Grant.external_id, Grant.full_name, Grant.confirmed_at, Grant.hold_reason)
+    .where(
+        _OF_CONFERENCE,
+        Grant.status == GrantStatus.CONFIRMED,
+        Grant.hold_reason.is_not(None),
+        Grant.dismissed_at.is_(None),
+    )
+    .order_by(Grant.confirmed_at, Grant.id)
+)
+
+_REFUSED = (
+    select(
+        Grant.id,
+        Grant.external_id,
+        Grant.full_name,
+        Grant.source_updated_at,
+        CV.code,
+        CV.pretix_voucher_id,
+    )
+    .join(CV, _PERSON)
+    .where(
+        _OF_CONFERENCE,
+        Grant.status == GrantStatus.REFUSED,
+        CV.voucher_type == VoucherType.GRANT,
+        CV.state == VoucherState.CREATED,
+    )
+    .order_by(Grant.source_updated_at, Grant.id)
+)
+
+_RECENT = (
+    select(
+        Grant.id,
+        Grant.external_id,
+        Grant.full_name,
+        Grant.confirmed_at,
+        Grant.hold_reason,
+        CV.voucher_type,
+        CV.state,
+        CV.code,
+        CV.email_state,
+    )
+    .outerjoin(CV, _PERSON)
+    .where(
+        _OF_CONFERENCE,
+        Grant.status == GrantStatus.CONFIRMED,
+        Grant.confirmed_at >= bindparam("since"),
+        Grant.confirmed_at <= bindparam("now"),
+    )
+    .order_by(Grant.confirmed_at.desc(), Grant.id)
+)
+
+# How many grant vouchers the bot created (Pretix off: nobody to name).
+_ISSUED_COUNT = (
+    select(func.count())
+    .select_from(CV)
+    .where(
+        CV.conference_id == bindparam("conference_id"),
+        CV.voucher_type == VoucherType.GRANT,
+        CV.state == VoucherState.CREATED,
+        CV.pretix_voucher_id.is_not(None),
+    )
+)
 
 
 def _waiting(
-    session: Session, conference_id: int, now: dt.datetime
+    connection: Connection, conference_id: int, now: dt.datetime
 ) -> tuple[PendingConfirmation, ...]:
-    rows = session.execute(
-        select(
-            Grant.id,
-            Grant.external_id,
-            Grant.full_name,
-            Grant.applicant_reply_sent_at,
-            Grant.applicant_reply_deadline,
-        ).where(
-            Grant.conference_id == conference_id,
-            Grant.status == GrantStatus.WAITING_FOR_CONFIRMATION,
-        )
-    ).all()
     items = [
         PendingConfirmation(
             grant=DigestGrant(id=gid, external_id=ext, name=name),
@@ -406,65 +552,20 @@ def _waiting(
             days_left=days_left(deadline, now),
             urgency=urgency(deadline, now),
         )
-        for gid, ext, name, sent, deadline in rows
+        for gid, ext, name, sent, deadline in connection.execute(
+            _WAITING, {"conference_id": conference_id}
+        ).all()
     ]
-    return tuple(sorted(items, key=waiting_order))
+    items.sort(key=waiting_order)
+    return tuple(items)
 
 
 def _stuck(
-    session: Session, ctx: ServiceContext, conference_id: int, now: dt.datetime
+    connection: Connection, ctx: ServiceContext, conference_id: int, now: dt.datetime
 ) -> tuple[StuckGrant, ...]:
-    """Confirmed, unheld, undismissed grants whose person has no finished voucher and email.
-
-    The SQL is a superset (no row, a row not created, a created row whose email is not
-    done); the provisioning rule and `stuck_reason` decide, on the same facts.
-    """
-    moved = aliased(CV)
-    finished = and_(
-        CV.state == VoucherState.CREATED,
-        CV.voucher_type.in_([VoucherType.SPEAKER, VoucherType.GRANT]),
-        or_(CV.email_state == EmailState.SENT, CV.email_sent_at.is_not(None)),
-    )
-    rows = session.execute(
-        select(
-            Grant.id,
-            Grant.external_id,
-            Grant.full_name,
-            Grant.email,
-            Grant.email_key,
-            Grant.confirmed_at,
-            Grant.waits_for_staff,
-            CV.id,
-            CV.grant_id,
-            CV.voucher_type,
-            CV.state,
-            CV.lease_expires_at,
-            CV.next_attempt_at,
-            CV.last_error,
-            CV.email_state,
-            CV.email_sent_at,
-            CV.email_last_error,
-            moved.id,
-            moved.state,
-        )
-        .outerjoin(CV, _person())
-        .outerjoin(
-            moved,
-            and_(
-                moved.grant_id == Grant.id,
-                moved.email_key != Grant.email_key,
-                moved.state != VoucherState.REVOKED,
-            ),
-        )
-        .where(
-            Grant.conference_id == conference_id,
-            Grant.status == GrantStatus.CONFIRMED,
-            Grant.hold_reason.is_(None),
-            Grant.dismissed_at.is_(None),
-            or_(CV.id.is_(None), ~finished),
-        )
-        .order_by(Grant.confirmed_at, Grant.id)
-    ).all()
+    """Confirmed, unheld, undismissed grants whose person has no finished voucher and email,
+    and why (see `_STUCK`)."""
+    rows = connection.execute(_STUCK, {"conference_id": conference_id}).all()
     facts = ConferenceFacts(configured=True, issue_vouchers=True, pretix=ctx.pretix is not None)
     stuck: dict[int, StuckGrant] = {}
     for (
@@ -552,75 +653,33 @@ def _stuck(
     return tuple(stuck.values())
 
 
-def _held(session: Session, conference_id: int) -> tuple[HeldGrant, ...]:
-    rows = session.execute(
-        select(Grant.id, Grant.external_id, Grant.full_name, Grant.confirmed_at, Grant.hold_reason)
-        .where(
-            Grant.conference_id == conference_id,
-            Grant.status == GrantStatus.CONFIRMED,
-            Grant.hold_reason.is_not(None),
-            Grant.dismissed_at.is_(None),
-        )
-        .order_by(Grant.confirmed_at, Grant.id)
-    ).all()
+def _held(connection: Connection, conference_id: int) -> tuple[HeldGrant, ...]:
     return tuple(
         HeldGrant(
             grant=DigestGrant(id=gid, external_id=ext, name=name),
             confirmed_at=confirmed,
             reason=reason or "",
         )
-        for gid, ext, name, confirmed, reason in rows
+        for gid, ext, name, confirmed, reason in connection.execute(
+            _HELD, {"conference_id": conference_id}
+        ).all()
     )
 
 
-def _refused_rows(session: Session, conference_id: int) -> tuple[_RefusedRow, ...]:
-    rows = session.execute(
-        select(
-            Grant.id,
-            Grant.external_id,
-            Grant.full_name,
-            Grant.source_updated_at,
-            CV.code,
-            CV.pretix_voucher_id,
-        )
-        .join(CV, _person())
-        .where(
-            Grant.conference_id == conference_id,
-            Grant.status == GrantStatus.REFUSED,
-            CV.voucher_type == VoucherType.GRANT,
-            CV.state == VoucherState.CREATED,
-        )
-        .order_by(Grant.source_updated_at, Grant.id)
-    ).all()
+def _refused_rows(connection: Connection, conference_id: int) -> tuple[_RefusedRow, ...]:
     return tuple(
         _RefusedRow(DigestGrant(id=gid, external_id=ext, name=name), refused_at, code, pretix_id)
-        for gid, ext, name, refused_at, code, pretix_id in rows
+        for gid, ext, name, refused_at, code, pretix_id in connection.execute(
+            _REFUSED, {"conference_id": conference_id}
+        ).all()
     )
 
 
 def _recent(
-    session: Session, conference_id: int, now: dt.datetime
+    connection: Connection, conference_id: int, now: dt.datetime
 ) -> tuple[RecentConfirmation, ...]:
-    rows = session.execute(
-        select(
-            Grant.id,
-            Grant.external_id,
-            Grant.full_name,
-            Grant.confirmed_at,
-            Grant.hold_reason,
-            CV.voucher_type,
-            CV.state,
-            CV.code,
-            CV.email_state,
-        )
-        .outerjoin(CV, _person())
-        .where(
-            Grant.conference_id == conference_id,
-            Grant.status == GrantStatus.CONFIRMED,
-            Grant.confirmed_at >= now - RECENT,
-            Grant.confirmed_at <= now,
-        )
-        .order_by(Grant.confirmed_at.desc(), Grant.id)
+    rows = connection.execute(
+        _RECENT, {"conference_id": conference_id, "since": now - RECENT, "now": now}
     ).all()
     return tuple(
         RecentConfirmation(
@@ -637,33 +696,18 @@ def _recent(
     )
 
 
-def _issued(session: Session, conference_id: int, *, holders: bool) -> _Issued:
-    """The grant vouchers the bot created at this conference; with `holders`, whose they are
-    (to name the unredeemed ones Pretix lists), else only how many. One statement."""
-    created = and_(
-        CV.conference_id == conference_id,
-        CV.voucher_type == VoucherType.GRANT,
-        CV.state == VoucherState.CREATED,
-        CV.pretix_voucher_id.is_not(None),
-    )
-    if not holders:
-        return _Issued(session.scalar(select(func.count()).select_from(CV).where(created)) or 0, {})
-    rows = session.execute(
-        select(
-            CV.pretix_voucher_id,
-            Grant.id,
-            Grant.external_id,
-            Grant.full_name,
-            CV.email_sent_at,
-        )
-        .select_from(CV)
-        .outerjoin(Grant, Grant.id == CV.grant_id)
-        .where(created)
-    ).all()
+def _issued_count(connection: Connection, conference_id: int) -> _Issued:
+    """How many grant vouchers the bot created at this conference. One statement."""
+    count = connection.execute(_ISSUED_COUNT, {"conference_id": conference_id}).scalar()
+    return _Issued(count or 0, {})
+
+
+def _issued_from(records: Iterable[BotRecord]) -> _Issued:
+    """The created grant vouchers among the drift records, by Pretix id, with their holders."""
     found: dict[int, _Holder] = {
-        pretix_id: (gid, ext, name, sent)
-        for pretix_id, gid, ext, name, sent in rows
-        if pretix_id is not None
+        r.pretix_voucher_id: (r.grant_id, r.grant_external_id, r.full_name, r.email_sent_at)
+        for r in records
+        if r.is_grant_record and r.pretix_voucher_id is not None
     }
     return _Issued(len(found), found)
 

@@ -5,19 +5,26 @@ records whose Pretix voucher is gone (deleted, or no longer tagged `grant`), vou
 terms were changed in Pretix (price, value, quota or item, max usages, quota bypass, code,
 tag) and vouchers the bot revoked that are still there; it also counts redemptions.
 
-`compare_vouchers` is the pure comparison; `drift_report` reads the records (one SELECT) and
-Pretix (one paginated list call, `?tag=grant`) and calls it.
+`compare_vouchers` is the pure comparison; `drift_report` reads the records (one SELECT),
+THEN Pretix (one paginated list call, `?tag=grant`), and calls it. That order matters: the
+bot reserves a voucher's row (with its code) before it asks Pretix to create the voucher, so
+a record read first is in Pretix by the time the list is made; read after the list, a record
+created meanwhile would look gone. The digest reads the same records (`load_records`) inside
+its own transaction, before its one list call, and compares them to that list.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 
 from bot.conferences import ConferenceConfig, pick_conference
 from bot.pretix import EventRef, Voucher
@@ -71,7 +78,7 @@ class TermChange:
     actual: object
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BotRecord:
     """What the bot knows of one voucher of the conference (a `conference_vouchers` row)."""
 
@@ -81,8 +88,10 @@ class BotRecord:
     state: VoucherState
     voucher_type: VoucherType
     original_type: VoucherType | None = None
+    grant_id: int | None = None  # the bot's grant id (None: no grant, or it was deleted)
     grant_external_id: str | None = None
     full_name: str | None = None
+    email_sent_at: dt.datetime | None = None  # when the voucher email went out
     # The terms the bot sent (frozen create request, else the grant terms).
     expected: Mapping[str, object] = field(default_factory=dict)
 
@@ -216,11 +225,13 @@ def _match(
 
 
 def _changes(record: BotRecord, voucher: Voucher) -> tuple[TermChange, ...]:
-    changes = [
-        TermChange(term, record.expected[term], _actual(voucher, term))
-        for term in COMPARED_TERMS
-        if term in record.expected and not _same(record.expected[term], _actual(voucher, term))
-    ]
+    changes: list[TermChange] = []
+    expected = record.expected
+    for term in COMPARED_TERMS:
+        if term in expected:
+            actual = _actual(voucher, term)
+            if not _same(expected[term], actual):
+                changes.append(TermChange(term, expected[term], actual))
     if voucher.code.upper() != record.code.upper():
         changes.append(TermChange("code", record.code, voucher.code))
     return tuple(changes)
@@ -232,12 +243,14 @@ def _actual(voucher: Voucher, term: str) -> object:
 
 
 def _same(expected: object, actual: object) -> bool:
+    if expected == actual:  # the usual case, and what the Decimal reading would say too
+        return True
     if isinstance(expected, Decimal | str) and isinstance(actual, Decimal):
         try:
             return Decimal(str(expected)) == actual
         except ArithmeticError:
             return False
-    return expected == actual
+    return False
 
 
 def _item(
@@ -274,67 +287,99 @@ def expected_terms(config: ConferenceConfig, sent: Mapping[str, Any] | None) -> 
     return {term: base.get(term) for term in COMPARED_TERMS}
 
 
-def load_records(ctx: ServiceContext, config: ConferenceConfig) -> list[BotRecord]:
-    """Every voucher row of the conference that could match a grant voucher; one SELECT.
+_CV = ConferenceVoucher
+# Built once: every voucher row of one conference, with its grant's names; by the conference's
+# id when the caller has it (the planner then knows how many rows that is: joined on the code,
+# it expected a few dozen and probed the grants' key once per row), else by its code.
+_RECORDS_OF = (
+    select(
+        _CV.id,
+        _CV.code,
+        _CV.pretix_voucher_id,
+        _CV.state,
+        _CV.voucher_type,
+        _CV.original_type,
+        _CV.request_payload,
+        _CV.email_sent_at,
+        Grant.id,
+        Grant.external_id,
+        Grant.full_name,
+    )
+    .outerjoin(Grant, Grant.id == _CV.grant_id)
+    .order_by(_CV.id)
+)
+_RECORDS_BY_ID = _RECORDS_OF.where(_CV.conference_id == bindparam("conference_id"))
+_RECORDS_BY_CODE = _RECORDS_OF.join(Conference, Conference.id == _CV.conference_id).where(
+    Conference.code == bindparam("conference")
+)
+
+
+def load_records(
+    session: Session, config: ConferenceConfig, *, conference_id: int | None = None
+) -> list[BotRecord]:
+    """Every voucher row of the conference that could match a grant voucher; one SELECT
+    (give `conference_id` when it is known: a better plan for a large conference).
 
     Speaker and co-speaker rows are loaded too, so a grant-tagged voucher the bot knows under
-    another type is not called unknown, nor one whose row is being created right now.
+    another type is not called unknown, nor one whose row is being created right now. Read
+    them BEFORE listing Pretix (see the module's docstring), in the caller's transaction.
     """
-    cv = ConferenceVoucher
-    with ctx.db.transaction() as session:
-        rows = session.execute(
-            select(
-                cv.id,
-                cv.code,
-                cv.pretix_voucher_id,
-                cv.state,
-                cv.voucher_type,
-                cv.original_type,
-                cv.request_payload,
-                Grant.external_id,
-                Grant.full_name,
-            )
-            .join(Conference, Conference.id == cv.conference_id)
-            .outerjoin(Grant, Grant.id == cv.grant_id)
-            .where(Conference.code == config.code)
-            .order_by(cv.id)
-        ).all()
+    # An upgrade sends the grant terms, never a frozen create request; rows without a frozen
+    # request (imported, upgraded) all expect the same terms: made once, shared read-only.
+    grant_expected = MappingProxyType(expected_terms(config, None))
     return [
         BotRecord(
-            row_id=row.id,
-            code=row.code,
-            pretix_voucher_id=row.pretix_voucher_id,
-            state=row.state,
-            voucher_type=row.voucher_type,
-            original_type=row.original_type,
-            grant_external_id=row.external_id,
-            full_name=row.full_name,
-            # An upgrade sends the grant terms, never a frozen create request.
-            expected=expected_terms(config, None if row.original_type else row.request_payload),
+            row_id=row_id,
+            code=code,
+            pretix_voucher_id=pretix_id,
+            state=state,
+            voucher_type=voucher_type,
+            original_type=original_type,
+            grant_id=grant_id,
+            grant_external_id=external_id,
+            full_name=full_name,
+            email_sent_at=email_sent_at,
+            expected=grant_expected
+            if original_type or payload is None
+            else expected_terms(config, payload),
         )
-        for row in rows
+        for (
+            row_id,
+            code,
+            pretix_id,
+            state,
+            voucher_type,
+            original_type,
+            payload,
+            email_sent_at,
+            grant_id,
+            external_id,
+            full_name,
+        ) in (
+            session.connection().execute(_RECORDS_BY_CODE, {"conference": config.code})
+            if conference_id is None
+            else session.connection().execute(_RECORDS_BY_ID, {"conference_id": conference_id})
+        ).all()
     ]
 
 
-def drift_report(
-    ctx: ServiceContext, *, conference: str, vouchers: Iterable[Voucher] | None = None
-) -> DriftReport:
-    """The conference's drift; reads Pretix's grant vouchers unless `vouchers` are given.
+def drift_report(ctx: ServiceContext, *, conference: str) -> DriftReport:
+    """The conference's drift: the bot's records first, then Pretix's grant vouchers.
 
-    The digest passes the vouchers it already listed (one list call serves both). Raises
-    DriftError when the conference is not configured or Pretix is not; PretixError when
-    Pretix cannot be read.
+    Raises DriftError when the conference is not configured or Pretix is not; PretixError
+    when Pretix cannot be read. (The digest does not call this: it compares the records it
+    read with the list it made, `load_records` and `compare_vouchers`.)
     """
     config = ctx.conference(conference)
     if config is None:
         configured = ", ".join(sorted(ctx.conferences)) or "none configured"
         raise DriftError(f"unknown conference {conference!r} (configured: {configured})")
-    if vouchers is None:
-        if ctx.pretix is None:
-            raise DriftError("Pretix is not configured (set PRETIX_URL and PRETIX_TOKEN)")
-        event = EventRef(config.pretix_organizer, config.pretix_event)
-        vouchers = list(ctx.pretix.iter_vouchers(event, tag=GRANT_TAG))
-    records = load_records(ctx, config)
+    if ctx.pretix is None:
+        raise DriftError("Pretix is not configured (set PRETIX_URL and PRETIX_TOKEN)")
+    with ctx.db.transaction() as session:
+        records = load_records(session, config)
+    event = EventRef(config.pretix_organizer, config.pretix_event)
+    vouchers = list(ctx.pretix.iter_vouchers(event, tag=GRANT_TAG))
     return compare_vouchers(conference=config.code, records=records, vouchers=vouchers)
 
 

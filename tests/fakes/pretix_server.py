@@ -16,7 +16,9 @@ A request passes these layers, outermost first, as in a real deployment:
 3. Django's URL routing: an unknown address (e.g. no trailing slash) is a 404 HTML page;
 4. Django REST framework: authentication (401), permission (403, also for an unknown
    organizer or event), `hang_next(..., while_processing=True)`, then the view;
-5. `drop_after_processing_next`: the answer is made (and stored), then the connection closes.
+5. `call_while_answering_next`: the answer is made, then a test's callback runs (another
+   client's work done while the answer is on its way), then it is sent;
+6. `drop_after_processing_next`: the answer is made (and stored), then the connection closes.
 
 Checked against a real pretix 2026.8 by the contract tests (`make test-pretix`,
 tests/contract/), which found these facts pretix-api.md did not spell out and the fake now follows:
@@ -146,12 +148,13 @@ def _html(status: int, text: str, *headers: tuple[str, str]) -> _Answer:
 
 @dataclass
 class _Fault:
-    kind: str  # "fail", "hang", "stall" (hang while processing) or "drop"
+    kind: str  # "fail", "hang", "stall" (hang while processing), "drop" or "call"
     times: int
     method: str | None
     path_contains: str | None
     answer: _Answer | None = None
     seconds: float = 0.0
+    callback: Callable[[], object] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method.upper() == method) and (
@@ -436,7 +439,8 @@ class FakePretix:
             self._idempotency = {k: v for k, v in self._idempotency.items() if v is _IN_FLIGHT}
 
     def reset_faults(self) -> None:
-        """Forget every fault scheduled with fail_next, hang_next or drop_after_processing_next."""
+        """Forget every fault scheduled with fail_next, hang_next, drop_after_processing_next
+        or call_while_answering_next."""
         with self._lock:
             self._faults.clear()
 
@@ -529,6 +533,23 @@ class FakePretix:
         """
         self._add_fault(_Fault("drop", times, method, path_contains))
 
+    def call_while_answering_next(
+        self,
+        callback: Callable[[], object],
+        *,
+        times: int = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        """Run `callback()` after the next matching request's answer is made, before it is sent.
+
+        What the callback does (another client creating a voucher, say) is not in that
+        answer, and is done before the client hears it: "it happened while the page was on
+        its way". It runs on the server's thread for that request, outside the fake's lock,
+        so it may call this fake itself.
+        """
+        self._add_fault(_Fault("call", times, method, path_contains, callback=callback))
+
     def _add_fault(self, fault: _Fault) -> None:
         if fault.times < 1:
             raise ValueError("times must be at least 1")
@@ -567,6 +588,9 @@ class FakePretix:
             return
         fail = self._take_fault("fail", call)
         answer = fail.answer if fail and fail.answer else self._idempotent(call, record)
+        meanwhile = self._take_fault("call", call)
+        if meanwhile is not None and meanwhile.callback is not None:
+            meanwhile.callback()
         if self._take_fault("drop", call) is not None:
             record.dropped = True
             handler.close_connection = True

@@ -25,6 +25,7 @@ from bot.digest_text import (
     STUCK_TITLE,
     WAITING_TITLE,
     counts_line,
+    drift_commands,
     empty_line,
     grant_label,
     held_words,
@@ -66,6 +67,7 @@ from bot.slack.blocks._text import (
     _WARNING,
     _WORKING,
     _bold,
+    _code,
     _data,
     _icon,
     _Rich,
@@ -257,6 +259,8 @@ def render_digest(digest: Digest) -> DigestRendering:
         cut = cut or cut_here
     block, cut_here = _redemption_block(digest, zone)
     blocks += [_divider(), block]
+    if digest.drift is not None:
+        blocks.append(_context(drift_line(digest)))
     cut = cut or cut_here or len(blocks) > MAX_BLOCKS
     message = _message(_rich(title(digest), ": ", counts_line(digest)), blocks)
     return DigestRendering(message, cut=cut)
@@ -278,6 +282,20 @@ def _redemption_block(digest: Digest, zone: ZoneInfo) -> tuple[Block, bool]:
     ]
     heading = _rich(_bold(REDEMPTION_TITLE), " · ", summary)
     return _list_section(heading, lines, most=REDEMPTION_LINES)
+
+
+def drift_line(digest: Digest) -> _Rich:
+    """The one drift line, with the commands that show the details."""
+    cli, slash = drift_commands(digest)
+    return _rich(
+        _icon(_WARNING),
+        _data(digest.drift or "", 1500),
+        " Details: ",
+        _code(cli),
+        " (or ",
+        _code(slash),
+        ").",
+    )
 
 
 def digest_cut(digest: Digest) -> bool:

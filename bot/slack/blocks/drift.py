@@ -64,7 +64,11 @@ def drift_message(report: DriftReport) -> Message:
             blocks.append(_section(_kind_section(KIND_TITLES[kind], items)))
     if report.drifted:
         blocks.append(
-            _context(_rich("Full list: ", _code(f"python -m bot drift {conference}"), " (exit 1)."))
+            _context(
+                _rich(
+                    "Full list: ", _code(f".venv/bin/voucher-bot drift {conference}"), " (exit 1)."
+                )
+            )
         )
     fallback = _rich(report.summary_line() or f"No drift in {conference}.")
     return _message(fallback, blocks)

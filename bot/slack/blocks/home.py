@@ -35,6 +35,7 @@ from bot.slack.blocks._layout import (
 )
 from bot.slack.blocks._text import _INFO, _LOCKED, _bold, _data, _icon, _Rich, _rich
 from bot.slack.blocks.decisions import actor_mention, held_buttons, revoke_button
+from bot.slack.blocks.digest import drift_line
 
 T = TypeVar("T")
 
@@ -90,6 +91,8 @@ def _conference_blocks(home: HomeConference) -> list[Block]:
         _header(digest.conference_name),
         _context(_rich(numbers), _rich(redemption_summary(digest))),
     ]
+    if digest.drift is not None:
+        blocks.append(_context(drift_line(digest)))
     if home.bulk:
         lines = [_bulk_line(b) for b in home.bulk[:10]]
         more = len(home.bulk) - len(lines)

@@ -1,0 +1,87 @@
+"""The column types read back what was stored: aware UTC datetimes, enum members; on both
+databases. The digest runs on the embedded SQLite file too."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import literal, literal_column, select, text
+
+from bot import migrations
+from bot.services.context import ServiceContext
+from bot.services.digest import build_digest
+from bot.services.intake import ingest_grant
+from bot.services.notifications import GrantPayload
+from bot.storage import Database, GrantStatus, StrEnumColumn, UTCDateTime
+from tests.conftest import TEST_ACTOR
+
+ROME_SUMMER = dt.timezone(dt.timedelta(hours=2))
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "postgresql":
+        yield request.getfixturevalue("db")
+        return
+    database = Database.from_url(f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+    migrations.upgrade(database.engine)
+    yield database
+    database.dispose()
+
+
+def test_datetimes_come_back_aware_in_utc(any_db: Database) -> None:
+    moment = dt.datetime(2026, 5, 3, 10, 30, tzinfo=ROME_SUMMER)
+    with any_db.engine.connect() as connection:
+        value = connection.execute(select(literal(moment, UTCDateTime()))).scalar_one()
+        nothing = connection.execute(select(literal(None, UTCDateTime()))).scalar_one()
+    assert value == moment and value.tzinfo is dt.UTC
+    assert value.hour == 8
+    assert nothing is None
+
+
+def test_enum_columns_come_back_as_members_and_refuse_unknown_values(any_db: Database) -> None:
+    column = StrEnumColumn(GrantStatus, 40)
+    with any_db.engine.connect() as connection:
+        member = connection.execute(select(literal_column("'confirmed'", column))).scalar_one()
+        nothing = connection.execute(select(literal_column("NULL", column))).scalar_one()
+        assert member is GrantStatus.CONFIRMED and nothing is None
+        with pytest.raises(ValueError, match="not-a-status"):
+            connection.execute(select(literal_column("'not-a-status'", column))).scalar_one()
+
+
+def test_postgres_sessions_run_in_utc(db: Database) -> None:
+    with db.engine.connect() as connection:
+        assert connection.execute(text("SHOW TimeZone")).scalar_one() == "UTC"
+
+
+def test_the_digest_on_sqlite(
+    tmp_path: Path,
+    make_ctx: Callable[..., ServiceContext],
+    grant_payload: Callable[..., GrantPayload],
+) -> None:
+    database = Database.from_url(f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+    migrations.upgrade(database.engine)
+    ctx = make_ctx(db=database, pretix=None)
+    now = dt.datetime(2026, 5, 3, 8, 0, tzinfo=dt.UTC)
+    held = grant_payload(full_name="Hal Held", previous_status="waiting_list")
+    waiting = grant_payload(
+        full_name="Wes Waiting",
+        status="waiting_for_confirmation",
+        previous_status="approved",
+        applicant_reply_deadline="2026-05-04T07:00:00Z",
+        updated_at="2026-04-30T10:00:00Z",
+    )
+    for payload in (held, waiting):
+        ingest_grant(ctx, payload=payload, actor=TEST_ACTOR)
+
+    digest = build_digest(ctx, conference=next(iter(ctx.conferences)), now=now)
+
+    assert [h.grant.name for h in digest.held] == ["Hal Held"]
+    [pending] = digest.waiting
+    assert pending.deadline == dt.datetime(2026, 5, 4, 7, 0, tzinfo=dt.UTC)
+    assert pending.deadline is not None and pending.deadline.tzinfo is dt.UTC
+    assert pending.days_left == 0
+    database.dispose()
