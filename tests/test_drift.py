@@ -16,6 +16,7 @@ from bot.bootstrap import Bot
 from bot.conferences import ConferenceConfig
 from bot.pretix import EventRef, PretixClient, Voucher, VoucherUpdate
 from bot.services.context import ServiceContext
+from bot.services.digest import build_digest
 from bot.services.drift import (
     DriftError,
     DriftKind,
@@ -24,8 +25,8 @@ from bot.services.drift import (
     drift_report,
     load_records,
 )
-from bot.services.provisioning import provision_grant_voucher
-from bot.storage import Database
+from bot.services.provisioning import provision_grant_voucher, provision_many
+from bot.storage import Database, utcnow
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import PAGE_SIZE, FakePretix
 from tests.fakes.slack_api import FakeSlack
@@ -121,7 +122,7 @@ def test_drift_finds_unknown_edited_and_deleted_vouchers_and_counts_redemptions(
     )
 
 
-def test_drift_reads_pretix_in_one_paginated_list_and_the_database_in_one_statement(
+def test_drift_reads_pretix_in_one_paginated_list_and_the_database_in_one_statement_or_two(
     ctx: ServiceContext,
     conference: ConferenceConfig,
     make_grant: Callable[..., int],
@@ -136,7 +137,9 @@ def test_drift_reads_pretix_in_one_paginated_list_and_the_database_in_one_statem
     with count_statements(ctx.db) as statements:
         report = drift_report(ctx, conference=conference.code)
 
-    assert len(statements) == 1
+    # One read of the records, and one more since unknown vouchers turned up (a row reserved
+    # while the pages came would explain some); never one per voucher.
+    assert len(statements) == 2
     lists = [r for r in pretix_server.requests if r.method == "GET"]
     assert len(lists) == 2 == len(pretix_server.requests)
     assert all(r.query.get("tag") == "grant" for r in lists)
@@ -323,3 +326,37 @@ def test_a_voucher_made_while_pretix_lists_is_not_called_gone(
     assert made and made[0] is not None  # the bot made it while the list was answered
     assert report.items == () and report.records == 1
     assert drift_report(ctx, conference=conference.code).records == 2
+
+
+@pytest.mark.parametrize("through", ["drift report", "digest"])
+def test_a_voucher_made_while_the_pages_come_and_listed_on_a_later_page_is_not_unknown(
+    ctx: ServiceContext,
+    conference: ConferenceConfig,
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    through: str,
+) -> None:
+    """Records first, then the list: a voucher the bot makes while page 1 is on its way has
+    no record in the first read, and is listed on page 2. One more read of the records
+    explains it; it is no drift."""
+    grants = [make_grant() for _ in range(PAGE_SIZE + 1)]  # two pages of the bot's vouchers
+    provision_many(ctx, grant_ids=grants, actor=TEST_ACTOR)
+    late = make_grant()
+    made: list[int | None] = []
+    pretix_server.call_while_answering_next(
+        lambda: made.append(
+            provision_grant_voucher(ctx, grant_id=late, actor=TEST_ACTOR).pretix_voucher_id
+        ),
+        method="GET",
+        path_contains="/vouchers/",
+    )
+
+    if through == "digest":
+        digest = build_digest(ctx, conference=conference.code, now=utcnow())
+        assert digest.redemption.listed == PAGE_SIZE + 2  # page 2 held the late voucher
+        assert digest.drift is None
+    else:
+        report = drift_report(ctx, conference=conference.code)
+        assert report.pretix_grant_vouchers == PAGE_SIZE + 2  # page 2 held the late voucher
+        assert report.items == ()
+    assert made and made[0] is not None  # the bot made it while the list was answered

@@ -35,7 +35,7 @@ from bot.conferences import ConferenceConfig
 from bot.pretix import EventRef, PretixError, Voucher
 from bot.services.codes import mask_code
 from bot.services.context import ServiceContext
-from bot.services.drift import BotRecord, compare_vouchers, load_records
+from bot.services.drift import BotRecord, compare_listed, load_records, read_records
 from bot.services.pretix_work import GRANT_TAG
 from bot.services.provisioning_rules import (
     Action,
@@ -318,7 +318,9 @@ def build_digest(ctx: ServiceContext, *, conference: str, now: dt.datetime) -> D
     With Pretix configured, the bot's voucher records (the drift report's, which also name
     the holders of the created grant vouchers) are read in the same transaction, BEFORE the
     list: a voucher the bot creates meanwhile then has no record yet and is not listed, where
-    the other order would call it gone.
+    the other order would call it gone. A voucher the list names and the records do not
+    costs one more statement: the records are read again, in case its row was reserved
+    while the pages came (`drift.compare_listed`).
     """
     config = ctx.conference(conference)
     if config is None:
@@ -338,8 +340,11 @@ def build_digest(ctx: ServiceContext, *, conference: str, now: dt.datetime) -> D
     drift = (
         None
         if vouchers is None or records is None
-        else compare_vouchers(
-            conference=config.code, records=records, vouchers=vouchers
+        else compare_listed(
+            conference=config.code,
+            records=records,
+            vouchers=vouchers,
+            read_again=lambda: read_records(ctx, config, conference_id=conference_id),
         ).summary_line()
     )
     return Digest(

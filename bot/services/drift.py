@@ -9,16 +9,19 @@ tag) and vouchers the bot revoked that are still there; it also counts redemptio
 THEN Pretix (one paginated list call, `?tag=grant`), and calls it. That order matters: the
 bot reserves a voucher's row (with its code) before it asks Pretix to create the voucher, so
 a record read first is in Pretix by the time the list is made; read after the list, a record
-created meanwhile would look gone. The digest reads the same records (`load_records`) inside
-its own transaction, before its one list call, and compares them to that list.
+created meanwhile would look gone. A row reserved after the read can still be listed on a
+later page of the same list: unknown vouchers send `compare_listed` to read the records once
+more, which drops the unknowns a record now names. The digest reads the same records
+(`load_records`) inside its own transaction, before its one list call, and compares them to
+that list the same way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -363,6 +366,36 @@ def load_records(
     ]
 
 
+def compare_listed(
+    *,
+    conference: str,
+    records: Sequence[BotRecord],
+    vouchers: Sequence[Voucher],
+    read_again: Callable[[], Sequence[BotRecord]],
+) -> DriftReport:
+    """Compare records read BEFORE the list with the list; explain unknowns by a second read.
+
+    A row reserved after the records were read can be listed on a later page of the same
+    list (the bot made it while the pages came): it looked unknown. When unknown vouchers
+    turn up, the records are read once more (`read_again`, one statement) and the unknowns
+    a record now names are dropped. Only those: the second read never makes a voucher gone
+    or edited, since one created after the list was made is in no page at all.
+    """
+    report = compare_vouchers(conference=conference, records=records, vouchers=vouchers)
+    if not report.of_kind(DriftKind.UNKNOWN):
+        return report
+    later = read_again()
+    ids = {r.pretix_voucher_id for r in later if r.pretix_voucher_id is not None}
+    codes = {r.code.upper() for r in later}
+    items = tuple(
+        item
+        for item in report.items
+        if item.kind is not DriftKind.UNKNOWN
+        or (item.pretix_voucher_id not in ids and item.code.upper() not in codes)
+    )
+    return replace(report, items=items)
+
+
 def drift_report(ctx: ServiceContext, *, conference: str) -> DriftReport:
     """The conference's drift: the bot's records first, then Pretix's grant vouchers.
 
@@ -380,7 +413,20 @@ def drift_report(ctx: ServiceContext, *, conference: str) -> DriftReport:
         records = load_records(session, config)
     event = EventRef(config.pretix_organizer, config.pretix_event)
     vouchers = list(ctx.pretix.iter_vouchers(event, tag=GRANT_TAG))
-    return compare_vouchers(conference=config.code, records=records, vouchers=vouchers)
+    return compare_listed(
+        conference=config.code,
+        records=records,
+        vouchers=vouchers,
+        read_again=lambda: read_records(ctx, config),
+    )
+
+
+def read_records(
+    ctx: ServiceContext, config: ConferenceConfig, *, conference_id: int | None = None
+) -> list[BotRecord]:
+    """`load_records` in a transaction of its own."""
+    with ctx.db.transaction() as session:
+        return load_records(session, config, conference_id=conference_id)
 
 
 def drift_conference(ctx: ServiceContext, given: str | None) -> str:
