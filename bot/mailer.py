@@ -126,6 +126,19 @@ def _header_line(name: str, value: object) -> bytes:
     return _POLICY.fold_binary(name, _POLICY.header_factory(name, value))
 
 
+@functools.lru_cache(maxsize=256)
+def _text_header(name: str, value: str) -> bytes:
+    """`_header_line` for a text value, cached: a batch's subjects are all the same."""
+    return _header_line(name, value)
+
+
+def _message_id_line(message_id: str) -> bytes:
+    """The Message-ID header; OutgoingEmail checked its form, so a short ASCII one is as is."""
+    if message_id.isascii() and len(message_id) <= 64:
+        return f"Message-ID: {message_id}\r\n".encode("ascii")
+    return _header_line("Message-ID", message_id)
+
+
 def _qp_part(content_type: str, text: str) -> bytes:
     """A text part in UTF-8, quoted-printable (7-bit, CRLF line ends)."""
     body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
@@ -296,9 +309,9 @@ class SmtpMailer:
             lines = [
                 self._from_line,
                 _to_line(message.to_name, message.to_address),
-                _header_line("Subject", message.subject),
+                _text_header("Subject", message.subject),
                 f"Date: {format_datetime(datetime.now(UTC))}\r\n".encode("ascii"),
-                _header_line("Message-ID", message.message_id),
+                _message_id_line(message.message_id),
                 reply_to,
                 *(_header_line(name, value) for name, value in message.headers.items()),
                 b"MIME-Version: 1.0\r\n",
