@@ -141,7 +141,8 @@ def _message_id_line(message_id: str) -> bytes:
 
 def _qp_part(content_type: str, text: str) -> bytes:
     """A text part in UTF-8, quoted-printable (7-bit, CRLF line ends)."""
-    body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")  # one line end, never a bare CR
+    body = binascii.b2a_qp(lines.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return (

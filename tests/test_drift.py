@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 
 from bot.bootstrap import Bot
 from bot.conferences import ConferenceConfig
@@ -25,8 +25,10 @@ from bot.services.drift import (
     drift_report,
     load_records,
 )
+from bot.services.outcomes import RevokeResult
 from bot.services.provisioning import provision_grant_voucher, provision_many
-from bot.storage import Database, utcnow
+from bot.services.revocation import revoke_grant_voucher
+from bot.storage import Database, Grant, GrantStatus, utcnow
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import PAGE_SIZE, FakePretix
 from tests.fakes.slack_api import FakeSlack
@@ -360,3 +362,30 @@ def test_a_voucher_made_while_the_pages_come_and_listed_on_a_later_page_is_not_u
         assert report.pretix_grant_vouchers == PAGE_SIZE + 2  # page 2 held the late voucher
         assert report.items == ()
     assert made and made[0] is not None  # the bot made it while the list was answered
+
+
+def test_a_voucher_the_bot_revokes_while_the_pages_come_is_not_called_gone(
+    ctx: ServiceContext,
+    conference: ConferenceConfig,
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+) -> None:
+    """Records first, then the list: a voucher revoked between the two is a CREATED record
+    missing from the list. The second read shows the bot revoked it; it is no drift."""
+    kept, _ = issue(ctx, make_grant)
+    revoked, _ = issue(ctx, make_grant)
+    with ctx.db.transaction() as session:  # the backend refused it since (intake's effect)
+        session.execute(update(Grant).where(Grant.id == revoked).values(status=GrantStatus.REFUSED))
+    done: list[object] = []
+    pretix_server.call_while_answering_next(
+        lambda: done.append(revoke_grant_voucher(ctx, grant_id=revoked, actor=TEST_ACTOR)),
+        method="GET",
+        path_contains="/vouchers/",
+        before=True,
+    )
+
+    report = drift_report(ctx, conference=conference.code)
+
+    assert done and getattr(done[0], "result", None) is RevokeResult.REVOKED, done
+    assert report.items == ()
+    assert kept

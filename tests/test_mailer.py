@@ -527,3 +527,16 @@ def test_a_header_that_would_inject_or_break_is_rejected_before_connecting(
     )
     with pytest.raises(MailerRejected, match="cannot build the email"):
         mailer.send(message)  # nothing listens: a rejection means it never tried to connect
+
+
+def test_carriage_returns_in_a_body_never_reach_the_wire_bare(
+    smtp_server: FakeSmtpServer, smtp_mailer: SmtpMailer
+) -> None:
+    smtp_mailer.send(_email(text="one\r\ntwo\rthree\nfour", html="<p>a</p>\r\n<p>b</p>"))
+
+    [received] = smtp_server.wait_for(1)
+    assert b"\r\r" not in received.raw
+    assert all(part.endswith(b"\r") or not part for part in received.raw.split(b"\n")[:-1])
+    plain = received.message.get_body(("plain",))
+    assert plain is not None
+    assert plain.get_content().replace("\r\n", "\n").rstrip("\n") == "one\ntwo\nthree\nfour"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from bot.conferences import ConferenceConfig, Conferences
 from bot.mailer import OutgoingEmail, SmtpMailer
@@ -452,3 +452,50 @@ def test_emails_claimed_together_each_go_out_once_and_never_on_a_half_spent_leas
     again = deliver_voucher_emails(ctx, ids)
     assert {outcome.result for outcome in again.values()} == {EmailResult.ALREADY_SENT}
     assert len(smtp_server.messages) == len(ids)
+
+
+class RecorderKillingMailer:
+    """The real mailer; after the first email, the database drops its idle connections (a
+    restart, an idle-connection kill), the batch's held recorder among them."""
+
+    def __init__(self, inner: SmtpMailer, db: Database) -> None:
+        self.inner, self.db, self.sent = inner, db, 0
+
+    def send(self, message: OutgoingEmail) -> None:
+        self.inner.send(message)
+        self.sent += 1
+        if self.sent == 1:
+            with self.db.engine.connect() as connection:
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                        "datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND state = 'idle'"
+                    )
+                )
+                connection.commit()
+
+
+def test_a_batch_whose_recorder_connection_dies_still_records_every_email_it_sent(
+    make_ctx: Callable[..., ServiceContext],
+    make_grant: Callable[..., int],
+    smtp_server: FakeSmtpServer,
+    smtp_mailer: SmtpMailer,
+) -> None:
+    grants = [make_grant() for _ in range(5)]
+    for grant_id in grants:
+        provision_grant_voucher(make_ctx(mailer=None), grant_id=grant_id, actor=TEST_ACTOR)
+    plain = make_ctx()
+    if not plain.db.is_postgres:
+        pytest.skip("terminating a backend is a Postgres function")
+    mailer = RecorderKillingMailer(smtp_mailer, plain.db)
+    ctx = make_ctx(mailer=mailer)
+    ids = [voucher_row(ctx.db, grant_id).id for grant_id in grants]
+
+    outcomes = deliver_voucher_emails(ctx, ids)
+
+    assert mailer.sent == len(ids)
+    assert [outcomes[i].result for i in ids] == [EmailResult.SENT] * len(ids)
+    for grant_id in grants:
+        row = voucher_row(ctx.db, grant_id)
+        assert (row.email_state, row.emails_sent) == (EmailState.SENT, 1)

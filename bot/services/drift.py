@@ -376,23 +376,30 @@ def compare_listed(
     """Compare records read BEFORE the list with the list; explain unknowns by a second read.
 
     A row reserved after the records were read can be listed on a later page of the same
-    list (the bot made it while the pages came): it looked unknown. When unknown vouchers
-    turn up, the records are read once more (`read_again`, one statement) and the unknowns
-    a record now names are dropped. Only those: the second read never makes a voucher gone
-    or edited, since one created after the list was made is in no page at all.
+    list (the bot made it while the pages came): it looked unknown; a voucher the bot revoked
+    meanwhile looked gone. When unknown or gone vouchers turn up, the records are read once
+    more (`read_again`, one statement): the unknowns a record now names and the gone ones
+    whose record is no longer a live grant voucher are dropped. Only those: the second read
+    never adds drift, since a voucher created after the list was made is in no page at all.
     """
     report = compare_vouchers(conference=conference, records=records, vouchers=vouchers)
-    if not report.of_kind(DriftKind.UNKNOWN):
+    if not (report.of_kind(DriftKind.UNKNOWN) or report.of_kind(DriftKind.GONE)):
         return report
     later = read_again()
     ids = {r.pretix_voucher_id for r in later if r.pretix_voucher_id is not None}
     codes = {r.code.upper() for r in later}
-    items = tuple(
-        item
-        for item in report.items
-        if item.kind is not DriftKind.UNKNOWN
-        or (item.pretix_voucher_id not in ids and item.code.upper() not in codes)
-    )
+    # A record the bot revoked (or is revoking) since the first read: its voucher is gone
+    # from Pretix because the bot deleted it, not drift.
+    still_grant = {(r.code.upper(), r.pretix_voucher_id) for r in later if r.is_grant_record}
+
+    def explained(item: DriftItem) -> bool:
+        if item.kind is DriftKind.UNKNOWN:
+            return item.pretix_voucher_id in ids or item.code.upper() in codes
+        if item.kind is DriftKind.GONE:
+            return (item.code.upper(), item.pretix_voucher_id) not in still_grant
+        return False
+
+    items = tuple(item for item in report.items if not explained(item))
     return replace(report, items=items)
 
 

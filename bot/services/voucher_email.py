@@ -9,12 +9,14 @@ re-sends a message with the same Message-ID, which mail systems collapse into on
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot.conferences import ConferenceConfig
@@ -52,9 +54,12 @@ def deliver_voucher_email(
     return send_claimed_email(ctx, claim, resend=resend)
 
 
-# Emails claimed together by `deliver_voucher_emails`: one claim statement for ten sends, and
-# a grant refused meanwhile waits at most ten sends (tens of milliseconds) to be noticed.
+# Emails claimed together by `deliver_voucher_emails`: one claim statement for ten sends.
 CLAIM_BATCH = 10
+# How long after their claim the ten may still start: past it (a slow relay), the rest are
+# given back and claimed again, so a grant refused, held or given another address meanwhile
+# is noticed within seconds, and no send starts on a lease another replica may soon take.
+CLAIM_BUDGET = dt.timedelta(seconds=5)
 
 
 def deliver_voucher_emails(
@@ -63,15 +68,19 @@ def deliver_voucher_emails(
     """Send the due emails of many vouchers one after the other (a batch just recorded).
 
     They are claimed ten at a time (one conditional UPDATE), each sent and then recorded at
-    once in its own transaction: an email the SMTP server accepted waits for nothing else
-    to be recorded. A send never starts later than half the claim's lease after the claim
-    (a slow SMTP server): the rest of those ten are given back unsent and claimed again.
+    once: an email the SMTP server accepted waits for nothing else to be recorded. A send
+    never starts later than `CLAIM_BUDGET` (or half the lease, if shorter) after its claim:
+    the rest of those ten are given back unsent and claimed again.
     """
+    if not voucher_ids:
+        return {}
     if ctx.mailer is None:
         return dict.fromkeys(voucher_ids, _EMAIL_OFF)
     outcomes: dict[int, EmailOutcome] = {}
     queue = list(dict.fromkeys(voucher_ids))
-    with ctx.db.autocommit() as recorder:  # each record is one UPDATE, durable at once
+    budget = min(CLAIM_BUDGET, ctx.lease / 2)
+    with ctx.db.autocommit() as held:  # each record is one UPDATE, durable at once
+        recorder = _Recorder(ctx, held)
         while queue:
             batch, queue = queue[:CLAIM_BATCH], queue[CLAIM_BATCH:]
             claimed_at = ctx.clock()
@@ -84,7 +93,7 @@ def deliver_voucher_emails(
                     if voucher_id not in won:
                         outcomes[voucher_id] = _why_not(session, voucher_id, resend=False)
             for n, claim in enumerate(claims):
-                if n and ctx.clock() >= claimed_at + ctx.lease / 2:
+                if n and ctx.clock() >= claimed_at + budget:
                     late = claims[n:]
                     with ctx.db.transaction() as session:
                         for unsent in late:
@@ -95,21 +104,44 @@ def deliver_voucher_emails(
     return outcomes
 
 
+class _Recorder:
+    """Records sent emails on one held autocommit connection; once that connection fails (a
+    database restart, a dropped connection), every record goes through a pooled, pinged
+    transaction instead. A record that fails there too is raised: the batch stops, as an
+    accepted email must never be reported failed nor the next one sent unrecorded."""
+
+    def __init__(self, ctx: ServiceContext, held: Session) -> None:
+        self._ctx = ctx
+        self._held: Session | None = held
+
+    def record(self, claim: voucher_row.EmailClaim) -> None:
+        if self._held is not None:
+            try:
+                voucher_row.record_email_sent(self._held, claim, now=self._ctx.clock())
+            except SQLAlchemyError:
+                log.warning("email recorder connection failed; recording through the pool")
+                self._held = None
+            else:
+                return
+        with self._ctx.db.transaction() as session:
+            voucher_row.record_email_sent(session, claim, now=self._ctx.clock())
+
+
 def _send_and_record(
-    ctx: ServiceContext, claim: voucher_row.EmailClaim, recorder: Session
+    ctx: ServiceContext, claim: voucher_row.EmailClaim, recorder: _Recorder
 ) -> EmailOutcome:
     try:
         result = _send(ctx, claim, resend=False)
-        if isinstance(result, _Sent):
-            voucher_row.record_email_sent(recorder, claim, now=ctx.clock())
-            return result.outcome
     except Exception as exc:
         log.exception("voucher email failed unexpectedly", voucher=claim.voucher_id)
         return EmailOutcome(
             EmailResult.FAILED,
             f"unexpected error ({type(exc).__name__}); the reconciler sends it again",
         )
-    return result
+    if not isinstance(result, _Sent):
+        return result
+    recorder.record(claim)  # outside the try: an accepted email is never called failed
+    return result.outcome
 
 
 @dataclass(frozen=True)

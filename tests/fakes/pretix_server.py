@@ -148,7 +148,7 @@ def _html(status: int, text: str, *headers: tuple[str, str]) -> _Answer:
 
 @dataclass
 class _Fault:
-    kind: str  # "fail", "hang", "stall" (hang while processing), "drop" or "call"
+    kind: str  # "fail", "hang", "stall" (hang while processing), "drop", "call", "call_before"
     times: int
     method: str | None
     path_contains: str | None
@@ -540,15 +540,20 @@ class FakePretix:
         times: int = 1,
         method: str | None = None,
         path_contains: str | None = None,
+        before: bool = False,
     ) -> None:
         """Run `callback()` after the next matching request's answer is made, before it is sent.
+
+        With `before`, the callback runs when the request arrives, before its answer is made:
+        what it does is in that answer ("it happened just before the request was served").
 
         What the callback does (another client creating a voucher, say) is not in that
         answer, and is done before the client hears it: "it happened while the page was on
         its way". It runs on the server's thread for that request, outside the fake's lock,
         so it may call this fake itself.
         """
-        self._add_fault(_Fault("call", times, method, path_contains, callback=callback))
+        kind = "call_before" if before else "call"
+        self._add_fault(_Fault(kind, times, method, path_contains, callback=callback))
 
     def _add_fault(self, fault: _Fault) -> None:
         if fault.times < 1:
@@ -586,6 +591,9 @@ class FakePretix:
             record.dropped = True
             handler.close_connection = True
             return
+        first = self._take_fault("call_before", call)
+        if first is not None and first.callback is not None:
+            first.callback()
         fail = self._take_fault("fail", call)
         answer = fail.answer if fail and fail.answer else self._idempotent(call, record)
         meanwhile = self._take_fault("call", call)
