@@ -19,7 +19,7 @@ from bot.services.provisioning import provision_grant_voucher
 from bot.services.reconciler import reconcile_once
 from bot.services.resend import resend_voucher_email
 from bot.services.voucher_email import CLAIM_BATCH, deliver_voucher_email, deliver_voucher_emails
-from bot.storage import ConferenceVoucher, Database, EmailState
+from bot.storage import ConferenceVoucher, Database, EmailState, Grant
 from tests.conftest import TEST_ACTOR, unique
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer, ReceivedMessage
@@ -499,3 +499,24 @@ def test_a_batch_whose_recorder_connection_dies_still_records_every_email_it_sen
     for grant_id in grants:
         row = voucher_row(ctx.db, grant_id)
         assert (row.email_state, row.emails_sent) == (EmailState.SENT, 1)
+
+
+def test_an_email_that_cannot_be_built_releases_its_claim_as_failed_not_retaken_forever(
+    make_ctx: Callable[..., ServiceContext],
+    make_grant: Callable[..., int],
+    smtp_server: FakeSmtpServer,
+) -> None:
+    grant_id = make_grant()
+    provision_grant_voucher(make_ctx(mailer=None), grant_id=grant_id, actor=TEST_ACTOR)
+    ctx = make_ctx()
+    with ctx.db.transaction() as session:  # a backend id no header can carry
+        session.execute(
+            update(Grant).where(Grant.id == grant_id).values(external_id="17\nBcc: x@example.org")
+        )
+
+    outcome = deliver_voucher_email(ctx, voucher_id=voucher_row(ctx.db, grant_id).id)
+
+    assert outcome.result is EmailResult.FAILED and "cannot build the email" in outcome.detail
+    row = voucher_row(ctx.db, grant_id)
+    assert row.email_state is EmailState.FAILED and row.email_lease_expires_at is None
+    assert smtp_server.messages == []
