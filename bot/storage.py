@@ -569,6 +569,7 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "checkin", _sqlite_on_checkin)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     engine = create_engine(
@@ -670,6 +671,14 @@ def _use_wal(cursor: Any) -> None:
             return
         time.sleep(delay)
         delay = min(delay * 2, 0.25)
+
+
+def _sqlite_on_checkin(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # A connection lent in autocommit (`Database.autocommit`) comes back with pysqlite's own
+    # implicit transactions switched on again (SQLAlchemy resets the isolation level to the
+    # driver's default); give it back to SQLAlchemy's explicit BEGIN, as on connect.
+    if dbapi_connection.isolation_level is not None:
+        dbapi_connection.isolation_level = None
 
 
 def _sqlite_begin_immediate(connection: Any) -> None:

@@ -100,3 +100,15 @@ def test_a_connection_opened_while_another_writes_waits_instead_of_failing(tmp_p
         release.join()
         engine.dispose()
         writer.close()
+
+
+def test_a_connection_lent_in_autocommit_comes_back_with_explicit_transactions(
+    tmp_path: Path,
+) -> None:
+    db = Database.from_url(f"sqlite:///{tmp_path / 'bot.db'}")
+    with db.autocommit() as held:
+        held.connection().exec_driver_sql("SELECT 1")
+    with db.engine.connect() as connection:
+        # pysqlite's own implicit BEGIN stays off: SQLAlchemy's BEGIN IMMEDIATE is the one.
+        assert connection.connection.dbapi_connection.isolation_level is None  # type: ignore[union-attr]
+    db.dispose()
