@@ -10,8 +10,9 @@ THEN Pretix (one paginated list call, `?tag=grant`), and calls it. That order ma
 bot reserves a voucher's row (with its code) before it asks Pretix to create the voucher, so
 a record read first is in Pretix by the time the list is made; read after the list, a record
 created meanwhile would look gone. A row reserved after the read can still be listed on a
-later page of the same list: unknown vouchers send `compare_listed` to read the records once
-more, which drops the unknowns a record now names. The digest reads the same records
+later page of the same list (it looks unknown), and one the bot revokes meanwhile looks gone:
+either sends `compare_listed` to read the records once more, which drops the unknowns a
+record now names and the gone ones the bot itself revoked. The digest reads the same records
 (`load_records`) inside its own transaction, before its one list call, and compares them to
 that list the same way.
 """
