@@ -24,7 +24,7 @@ from bot.pretix import PretixClient
 from bot.services.context import ServiceContext
 from bot.services.intake import ingest_grant
 from bot.services.notifications import GrantPayload
-from bot.services.outcomes import ProvisionResult, RevokeResult
+from bot.services.outcomes import EmailResult, ProvisionResult, RevokeResult
 from bot.services.provisioning import provision_grant_voucher, provision_many
 from bot.services.reconciler import reconcile_once
 from bot.services.resend import resend_voucher_email
@@ -875,3 +875,156 @@ def test_a_batch_claims_its_emails_in_tens_close_to_their_sending(
     time.sleep(0.3)
     assert len(smtp_server.messages) == 11 and len(set(received)) == 11  # no email twice
     assert payloads[-1].email not in received  # refused before its turn: no email
+
+
+# --- many co-speaker vouchers at once: upgraded one by one, recorded together --------------
+
+
+def _co_speakers(
+    ctx: ServiceContext,
+    pretix_server: FakePretix,
+    make_grant: Callable[..., int],
+    conference: ConferenceConfig,
+    count: int,
+) -> list[tuple[dict[str, Any], str, int]]:
+    """`count` co-speakers whose grant was confirmed: (Pretix voucher, email, grant id)."""
+    made = []
+    for _ in range(count):
+        seeded, email = seed_co_speaker(ctx, pretix_server, conference.code, unique("COSPK"))
+        made.append((seeded, email, make_grant(email=email)))
+    return made
+
+
+def test_many_co_speaker_vouchers_are_upgraded_recorded_and_each_emailed_once(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    conference: ConferenceConfig,
+) -> None:
+    made = _co_speakers(ctx, pretix_server, make_grant, conference, 4)
+    ids = [grant_id for _, _, grant_id in made]
+
+    outcomes = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=4)
+    again = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=4)
+
+    assert [o.result for o in outcomes] == [ProvisionResult.UPGRADED] * 4
+    assert [o.email.result for o in outcomes if o.email] == [EmailResult.SENT] * 4
+    for seeded, _, grant_id in made:
+        after = pretix_server.voucher(seeded["id"])
+        assert after is not None
+        assert (after["price_mode"], after["value"], after["tag"]) == ("set", "0.00", "grant")
+        row = voucher_row(ctx.db, grant_id)
+        assert (row.voucher_type, row.original_type) == (VoucherType.GRANT, VoucherType.CO_SPEAKER)
+        assert (row.state, row.email_sent_at is not None) == (VoucherState.CREATED, True)
+    assert pretix_server.count("PATCH") == 4
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(4)) == sorted(e for _, e, _ in made)
+    assert {o.result for o in again} == {ProvisionResult.ALREADY_GRANT}
+    time.sleep(0.2)
+    assert pretix_server.count("PATCH") == 4 and len(smtp_server.messages) == 4
+
+
+def test_a_used_co_speaker_voucher_among_many_goes_to_a_person_the_rest_are_upgraded(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    conference: ConferenceConfig,
+) -> None:
+    made = _co_speakers(ctx, pretix_server, make_grant, conference, 3)
+    used, used_email, used_grant = made[1]
+    pretix_server.redeem(used["id"])
+
+    outcomes = provision_many(
+        ctx, grant_ids=[grant_id for _, _, grant_id in made], actor=TEST_ACTOR, workers=2
+    )
+
+    assert [o.result for o in outcomes] == [
+        ProvisionResult.UPGRADED,
+        ProvisionResult.NEEDS_REVIEW,
+        ProvisionResult.UPGRADED,
+    ]
+    assert "already used" in outcomes[1].message
+    assert voucher_row(ctx.db, used_grant).state is VoucherState.NEEDS_REVIEW
+    after = pretix_server.voucher(used["id"])
+    assert after is not None and after["price_mode"] == "percent"  # left as it was
+    received = [m.rcpt_tos[0] for m in smtp_server.wait_for(2)]
+    time.sleep(0.2)
+    assert len(smtp_server.messages) == 2 and used_email not in received
+
+
+def test_a_co_speaker_row_changed_after_its_facts_were_read_is_decided_again(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    conference: ConferenceConfig,
+) -> None:
+    from bot.services.intake import ingest_voucher
+    from bot.services.notifications import VoucherPayload
+    from bot.services.provisioning_facts import load_facts
+
+    made = _co_speakers(ctx, pretix_server, make_grant, conference, 3)
+    ids = [grant_id for _, _, grant_id in made]
+    with ctx.db.transaction() as session:
+        read = load_facts(session, ctx, ids)  # as a bulk run reads them for its re-check
+    speaker, speaker_email, _ = made[0]
+    # Meanwhile the backend says the first one is a speaker after all (a free voucher).
+    told = ingest_voucher(
+        ctx,
+        payload=VoucherPayload.model_validate(
+            {
+                "conference": conference.code,
+                "email": speaker_email,
+                "type": "speaker",
+                "code": speaker["code"],
+                "pretix_voucher_id": speaker["id"],
+            }
+        ),  # fmt: skip
+        actor=TEST_ACTOR,
+    )
+    assert not told.needs_person
+
+    outcomes = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=2, known_facts=read)
+
+    assert [o.result for o in outcomes] == [
+        ProvisionResult.ALREADY_SPEAKER,
+        ProvisionResult.UPGRADED,
+        ProvisionResult.UPGRADED,
+    ]
+    after = pretix_server.voucher(speaker["id"])
+    assert after is not None and after["tag"] != "grant"  # never rewritten to grant terms
+    assert pretix_server.count("PATCH") == 2
+
+
+def test_a_co_speaker_batch_taken_over_while_pretix_answers_is_emailed_once(
+    make_ctx: Callable[..., ServiceContext],
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    conference: ConferenceConfig,
+) -> None:
+    clock = [dt.datetime.now(dt.UTC)]
+    ctx = make_ctx(clock=lambda: clock[0])
+    made = _co_speakers(ctx, pretix_server, make_grant, conference, 3)
+
+    def another_replica_takes_over() -> None:  # this worker looks dead: its leases lapsed
+        clock[0] += dt.timedelta(minutes=10)
+        reconcile_once(make_ctx(clock=lambda: clock[0]))
+
+    pretix_server.call_while_answering_next(another_replica_takes_over, method="PATCH")
+    outcomes = provision_many(
+        ctx, grant_ids=[grant_id for _, _, grant_id in made], actor=TEST_ACTOR, workers=1
+    )
+
+    # The other replica replayed each PATCH (same key), recorded it and sent its email first.
+    assert [(o.result, o.email.result if o.email else None) for o in outcomes] == [
+        (ProvisionResult.UPGRADED, EmailResult.ALREADY_SENT)
+    ] * 3
+    received = sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(3))
+    time.sleep(0.3)
+    assert len(smtp_server.messages) == 3 and received == sorted(e for _, e, _ in made)
+    for seeded, _, grant_id in made:
+        after = pretix_server.voucher(seeded["id"])
+        assert after is not None and after["tag"] == "grant"
+        row = voucher_row(ctx.db, grant_id)
+        assert (row.state, row.voucher_type) == (VoucherState.CREATED, VoucherType.GRANT)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot import migrations
+from bot.conferences import ConferenceConfig
 from bot.services.context import ServiceContext
 from bot.services.intake import ingest_grant
 from bot.services.notifications import GrantPayload
@@ -18,6 +19,7 @@ from bot.storage import Database
 from tests.conftest import TEST_ACTOR
 from tests.fakes.pretix_server import FakePretix
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.helpers import seed_co_speaker
 
 
 @pytest.fixture
@@ -72,6 +74,29 @@ def test_a_batch_of_new_grantees_on_sqlite(
     assert len(pretix_server.all_vouchers()) == 12
     assert len(smtp_server.wait_for(12)) == 12
 
+
+
+def test_many_co_speaker_upgrades_on_sqlite(
+    sqlite_ctx: ServiceContext,
+    grant_payload: Callable[..., GrantPayload],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    conference: ConferenceConfig,
+) -> None:
+    ids, seeded = [], []
+    for n in range(3):
+        voucher, email = seed_co_speaker(sqlite_ctx, pretix_server, conference.code, f"COSQL{n}")
+        intake = ingest_grant(sqlite_ctx, payload=grant_payload(email=email), actor=TEST_ACTOR)
+        assert intake.grant is not None
+        ids.append(intake.grant.id)
+        seeded.append(voucher)
+
+    outcomes = provision_many(sqlite_ctx, grant_ids=ids, actor=TEST_ACTOR, workers=4)
+
+    assert {o.result for o in outcomes} == {ProvisionResult.UPGRADED}
+    assert pretix_server.count("PATCH") == 3
+    assert {(pretix_server.voucher(v["id"]) or {}).get("tag") for v in seeded} == {"grant"}
+    assert len(smtp_server.wait_for(3)) == 3
 
 def test_a_connection_opened_while_another_writes_waits_instead_of_failing(tmp_path: Path) -> None:
     # Switching a fresh file to WAL needs the write lock and SQLite's busy timeout does not

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
@@ -326,6 +327,54 @@ def _clear_superseded(
 
 
 def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: Work) -> ProvisionOutcome | Ran:
+    updated = _upgrade_in_pretix(ctx, pretix, work)
+    if not isinstance(updated, Voucher):
+        return updated
+    recorded = _record(ctx, work, updated, upgraded=True)
+    if recorded is None:
+        return _superseded(work)
+    return _upgraded(recorded, work, updated)
+
+
+def run_upgrades(ctx: ServiceContext, works: Sequence[Work], *, workers: int) -> list[Ran]:
+    """Upgrade many reserved co-speaker vouchers, `workers` Pretix conversations at a time,
+    then record every upgrade that landed in one transaction; aligned with `works`.
+
+    Each upgrade is the single one's request (read, check, PATCH with its own key); only the
+    record is shared. Its email is left due, for the caller to claim and send.
+    """
+    assert ctx.pretix is not None  # work is reserved only when Pretix is configured
+    pretix = ctx.pretix
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(workers, len(works))), thread_name_prefix="upgrade"
+    ) as pool:
+        answers = list(pool.map(partial(_upgrade_in_pretix, ctx, pretix), works))
+    landed = [
+        (work, voucher)
+        for work, voucher in zip(works, answers, strict=True)
+        if isinstance(voucher, Voucher)
+    ]
+    with ctx.db.transaction() as session:
+        won = voucher_row.record_many_upgraded(
+            session, [(work.ticket, voucher.id, voucher.code) for work, voucher in landed]
+        )
+    ran: list[Ran] = []
+    for work, answer in zip(works, answers, strict=True):
+        if not isinstance(answer, Voucher):
+            ran.append(Ran(answer))
+        elif work.ticket.voucher_id in won:
+            ran.append(_upgraded(_Recorded(None), work, answer))
+        else:
+            log.warning("voucher row settled by another worker", voucher=work.ticket.voucher_id)
+            ran.append(Ran(_superseded(work)))
+    return ran
+
+
+def _upgrade_in_pretix(
+    ctx: ServiceContext, pretix: PretixClient, work: Work
+) -> Voucher | ProvisionOutcome:
+    """Read the co-speaker voucher, check it may change, PATCH it to the grant terms: the
+    voucher as Pretix now holds it, or the outcome of a case that stops (settled here)."""
     event = work.event
     known_id = work.pretix_voucher_id
     current: Voucher | PretixFailure | None
@@ -367,14 +416,10 @@ def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: Work) -> Provision
     )
     if isinstance(updated, PretixFailure):
         return _failed(ctx, work, updated)
-    step = Step(
-        "pretix",
-        ok=True,
-        detail=f"voucher #{updated.id} changed to price {updated.price_mode} {updated.value}",
-    )
-    recorded = _record(ctx, work, updated, upgraded=True)
-    if recorded is None:
-        return _superseded(work)
+    return updated
+
+
+def _upgraded(recorded: _Recorded, work: Work, updated: Voucher) -> Ran:
     return _done(
         recorded,
         work,
@@ -382,7 +427,11 @@ def _upgrade(ctx: ServiceContext, pretix: PretixClient, work: Work) -> Provision
         message=f"Co-speaker voucher {updated.code} upgraded to a free grant voucher for "
         f"{work.grant.full_name}.",
         voucher=updated,
-        step=step,
+        step=Step(
+            "pretix",
+            ok=True,
+            detail=f"voucher #{updated.id} changed to price {updated.price_mode} {updated.value}",
+        ),
     )
 
 

@@ -32,7 +32,7 @@ from bot.services.outcomes import (
     ProvisionResult,
     Step,
 )
-from bot.services.pretix_work import Ran, Work, create_request, run_batch, run_work
+from bot.services.pretix_work import Ran, Work, create_request, run_batch, run_upgrades, run_work
 from bot.services.provisioning_facts import Facts, load_facts, load_one
 from bot.services.provisioning_rules import Action, Decision, Verdict
 from bot.services.voucher_email import (
@@ -48,6 +48,7 @@ log = structlog.get_logger(__name__)
 _RESERVE_TRIES = 3
 _BATCH = 100  # rows per Pretix batch_create (1,000 rows took 16 s in one request)
 _BATCH_MIN = 10  # fewer new grantees than this go one by one
+_UPGRADE_BATCH_MIN = 2  # upgrades are one Pretix conversation each; only their records batch
 
 
 def provision_grant_voucher(
@@ -101,9 +102,11 @@ def provision_many(
             _take_waiting(session, facts, actor)
     batched: dict[int, ProvisionOutcome] = {}
 
-    def chunk(ids: list[int]) -> None:
+    def chunk(job: tuple[Action, list[int]]) -> None:
+        action, ids = job
+        run = _create_batch if action is Action.CREATE else _upgrade_batch
         try:
-            batched.update(_create_batch(ctx, [facts[grant_id] for grant_id in ids]))
+            batched.update(run(ctx, [facts[grant_id] for grant_id in ids], workers=workers))
         except Exception:  # its grants go the single way, which decides again
             log.exception("batch provisioning failed unexpectedly", grants=len(ids))
 
@@ -245,27 +248,40 @@ def _batchable(
     now: dt.datetime,
     background: bool,
     by_staff: bool,
-) -> list[list[int]]:
-    """New grantees in chunks of one conference, for Pretix's batch_create (few: none)."""
+) -> list[tuple[Action, list[int]]]:
+    """New grantees in chunks of one conference, for Pretix's batch_create, and co-speaker
+    vouchers to upgrade in chunks recorded together (too few of a kind: none of it)."""
     if ctx.pretix is None:
         return []
-    by_conference: dict[str, list[int]] = {}
+    creates: dict[str, list[int]] = {}
+    upgrades: list[int] = []
     for grant_id in dict.fromkeys(grant_ids):
         found = facts.get(grant_id)
-        if found is not None and found.decide(
-            ctx, now=now, background=background, by_staff=by_staff
-        ).action is (Action.CREATE):
-            by_conference.setdefault(found.ref.conference, []).append(grant_id)
-    if sum(map(len, by_conference.values())) < _BATCH_MIN:
-        return []
-    return [
-        ids[start : start + _BATCH]
-        for ids in by_conference.values()
-        for start in range(0, len(ids), _BATCH)
-    ]
+        if found is None:
+            continue
+        action = found.decide(ctx, now=now, background=background, by_staff=by_staff).action
+        if action is Action.CREATE:
+            creates.setdefault(found.ref.conference, []).append(grant_id)
+        elif action is Action.UPGRADE:
+            upgrades.append(grant_id)
+    chunks: list[tuple[Action, list[int]]] = []
+    if sum(map(len, creates.values())) >= _BATCH_MIN:
+        chunks += [
+            (Action.CREATE, ids[start : start + _BATCH])
+            for ids in creates.values()
+            for start in range(0, len(ids), _BATCH)
+        ]
+    if len(upgrades) >= _UPGRADE_BATCH_MIN:
+        chunks += [
+            (Action.UPGRADE, upgrades[start : start + _BATCH])
+            for start in range(0, len(upgrades), _BATCH)
+        ]
+    return chunks
 
 
-def _create_batch(ctx: ServiceContext, chunk: Sequence[Facts]) -> dict[int, ProvisionOutcome]:
+def _create_batch(
+    ctx: ServiceContext, chunk: Sequence[Facts], *, workers: int
+) -> dict[int, ProvisionOutcome]:
     """Reserve a chunk of new grantees in one transaction, create them in one Pretix request.
 
     Grants whose facts changed since they were read, or whose row appeared meanwhile, are
@@ -300,7 +316,47 @@ def _create_batch(ctx: ServiceContext, chunk: Sequence[Facts]) -> dict[int, Prov
     ]
     if not works:
         return {}
-    ran = run_batch(ctx, works)
+    return _emailed(ctx, works, run_batch(ctx, works))
+
+
+def _upgrade_batch(
+    ctx: ServiceContext, chunk: Sequence[Facts], *, workers: int
+) -> dict[int, ProvisionOutcome]:
+    """Reserve a chunk of co-speaker vouchers in one transaction, upgrade each in Pretix
+    (`workers` at a time), record them in one transaction, then send their emails.
+
+    A row or grant that changed since it was read is left out (it goes the single way,
+    which decides again), as `_reserve_known` leaves it.
+    """
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        unchanged = _still_as_read(session, chunk)
+        rows = [found.voucher for found in unchanged if found.voucher is not None]
+        for found in unchanged:
+            row = found.voucher
+            if row is not None and row.grant_id is None:  # made elsewhere, meets its grant
+                voucher_row.link_grant(session, voucher_id=row.id, grant_id=found.grant.id)
+        tickets = voucher_row.begin_upgrades(session, rows, now=now, lease_until=now + ctx.lease)
+    works = [
+        _work(
+            found,
+            tickets[found.voucher.id],
+            "upgrade",
+            Step("reserve", ok=True, detail=f"co-speaker voucher {found.voucher.code} found"),
+            superseded=found.voucher.superseded_code,
+        )
+        for found in unchanged
+        if found.voucher is not None and found.voucher.id in tickets
+    ]
+    if not works:
+        return {}
+    return _emailed(ctx, works, run_upgrades(ctx, works, workers=workers))
+
+
+def _emailed(
+    ctx: ServiceContext, works: Sequence[Work], ran: Sequence[Ran]
+) -> dict[int, ProvisionOutcome]:
+    """Send the emails a batch made due (claimed ten at a time): the outcomes by grant id."""
     emails = deliver_voucher_emails(
         ctx,
         [

@@ -295,6 +295,92 @@ def begin_upgrade(
     )
 
 
+def begin_upgrades(
+    session: Session,
+    rows: Sequence[ConferenceVoucher],
+    *,
+    now: dt.datetime,
+    lease_until: dt.datetime,
+) -> dict[int, Ticket]:
+    """`begin_upgrade` for many co-speaker rows in two statements; tickets by voucher id.
+
+    Each row moves only if it is as the caller read it (as `begin_upgrade` requires); a row
+    that changed meanwhile gets no ticket (the caller sends it the single way). Rows are
+    updated in id order, so two batches over the same people never deadlock.
+    """
+    if not rows:
+        return {}
+    fresh = {row.id: new_nonce() for row in rows}
+    session.connection().execute(
+        _BEGIN_UPGRADE,
+        [
+            {
+                "u_id": row.id,
+                "u_state": row.state.value,
+                "u_code": row.code,
+                "u_type": row.voucher_type.value,
+                "u_original": row.original_type.value if row.original_type else None,
+                "u_generation": row.request_generation,
+                "u_next_generation": row.request_generation + 1,
+                "u_nonce": fresh[row.id],
+                "u_now": now,
+                "u_until": lease_until,
+            }
+            for row in sorted(rows, key=lambda r: r.id)
+        ],
+    )
+    # A random nonce of our own on the row, in the upgrading state: this batch moved it (the
+    # UPDATE holds the row's lock until commit, so nobody changed it since).
+    won = {
+        voucher_id
+        for voucher_id, nonce in session.execute(
+            select(CV.id, CV.request_nonce).where(
+                CV.id.in_(list(fresh)), CV.state == VoucherState.UPGRADING
+            )
+        )
+        if fresh[voucher_id] == nonce
+    }
+    return {
+        row.id: Ticket(
+            voucher_id=row.id,
+            state=VoucherState.UPGRADING,
+            code=row.code,
+            generation=row.request_generation + 1,
+            nonce=fresh[row.id],
+            payload=None,
+        )
+        for row in rows
+        if row.id in won
+    }
+
+
+# `_begin` of an upgrade, for an executemany: built once, values bound per row.
+_BEGIN_UPGRADE = (
+    update(TABLE)
+    .where(
+        TABLE.c.id == bindparam("u_id"),
+        TABLE.c.state == bindparam("u_state"),
+        TABLE.c.code == bindparam("u_code"),
+        TABLE.c.voucher_type == bindparam("u_type"),
+        TABLE.c.original_type.is_not_distinct_from(
+            bindparam("u_original", type_=TABLE.c.original_type.type)
+        ),
+        TABLE.c.request_generation == bindparam("u_generation"),
+        or_(TABLE.c.lease_expires_at.is_(None), TABLE.c.lease_expires_at <= bindparam("u_now")),
+    )
+    .values(
+        state=VoucherState.UPGRADING,
+        lease_expires_at=bindparam("u_until"),
+        request_generation=bindparam("u_next_generation"),
+        request_nonce=bindparam("u_nonce"),
+        attempts=0,
+        next_attempt_at=None,
+        last_error=None,
+        request_payload=None,
+    )
+)
+
+
 def retry_failed(
     session: Session,
     row: ConferenceVoucher,
@@ -473,6 +559,76 @@ def record_many_created(session: Session, made: list[tuple[Ticket, int, str]]) -
         )
         if wanted[voucher_id] == (pretix_id, nonce)
     }
+
+
+def record_many_upgraded(session: Session, made: list[tuple[Ticket, int, str]]) -> set[int]:
+    """`record_created(upgraded=True)` for many upgrades (ticket, Pretix id, code) in two
+    statements; the rows now recorded as those grant vouchers, their emails due."""
+    if not made:
+        return set()
+    session.connection().execute(
+        _RECORD_UPGRADED,
+        [
+            {
+                "g_id": ticket.voucher_id,
+                "g_code": ticket.code,
+                "g_generation": ticket.generation,
+                "g_nonce": ticket.nonce,
+                "g_pretix_id": pretix_id,
+                "g_new_code": code,
+            }
+            for ticket, pretix_id, code in sorted(made, key=lambda m: m[0].voucher_id)
+        ],
+    )
+    wanted = {
+        ticket.voucher_id: (pretix_id, ticket.generation, ticket.nonce)
+        for ticket, pretix_id, _ in made
+    }
+    return {
+        voucher_id
+        for voucher_id, pretix_id, generation, nonce in session.execute(
+            select(CV.id, CV.pretix_voucher_id, CV.request_generation, CV.request_nonce).where(
+                CV.id.in_(list(wanted)),
+                CV.state == VoucherState.CREATED,
+                CV.voucher_type == VoucherType.GRANT,
+            )
+        )
+        if wanted[voucher_id] == (pretix_id, generation, nonce)
+    }
+
+
+# `record_created(upgraded=True)` for an executemany: built once, values bound per row.
+_RECORD_UPGRADED = (
+    update(TABLE)
+    .where(
+        TABLE.c.id == bindparam("g_id"),
+        TABLE.c.state == VoucherState.UPGRADING,
+        TABLE.c.code == bindparam("g_code"),
+        TABLE.c.request_generation == bindparam("g_generation"),
+        TABLE.c.request_nonce == bindparam("g_nonce"),
+    )
+    .values(
+        state=VoucherState.CREATED,
+        pretix_voucher_id=bindparam("g_pretix_id"),
+        code=bindparam("g_new_code"),
+        lease_expires_at=None,
+        attempts=0,
+        next_attempt_at=None,
+        last_error=None,
+        superseded_code=None,
+        # The grant email goes out even if a co-speaker one did.
+        original_type=TABLE.c.voucher_type,
+        voucher_type=VoucherType.GRANT,
+        email_sent_at=None,
+        email_attempts=0,
+        email_next_attempt_at=None,
+        email_last_error=None,
+        email_generation=TABLE.c.email_generation + 1,
+        email_state=case(
+            (TABLE.c.grant_id.is_not(None), EmailState.PENDING), else_=EmailState.NOT_DUE
+        ),
+    )
+)
 
 
 def record_superseded_gone(session: Session, ticket: Ticket) -> bool:
