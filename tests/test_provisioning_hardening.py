@@ -979,7 +979,7 @@ def test_a_co_speaker_row_changed_after_its_facts_were_read_is_decided_again(
                 "code": speaker["code"],
                 "pretix_voucher_id": speaker["id"],
             }
-        ),  # fmt: skip
+        ),
         actor=TEST_ACTOR,
     )
     assert not told.needs_person
