@@ -75,7 +75,6 @@ def test_a_batch_of_new_grantees_on_sqlite(
     assert len(smtp_server.wait_for(12)) == 12
 
 
-
 def test_many_co_speaker_upgrades_on_sqlite(
     sqlite_ctx: ServiceContext,
     grant_payload: Callable[..., GrantPayload],
@@ -97,6 +96,7 @@ def test_many_co_speaker_upgrades_on_sqlite(
     assert pretix_server.count("PATCH") == 3
     assert {(pretix_server.voucher(v["id"]) or {}).get("tag") for v in seeded} == {"grant"}
     assert len(smtp_server.wait_for(3)) == 3
+
 
 def test_a_connection_opened_while_another_writes_waits_instead_of_failing(tmp_path: Path) -> None:
     # Switching a fresh file to WAL needs the write lock and SQLite's busy timeout does not
