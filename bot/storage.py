@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import re
 import sqlite3
 import time
@@ -26,10 +27,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     false,
+    func,
     make_url,
+    select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
@@ -222,6 +226,23 @@ class StrEnumColumn(TypeDecorator[E]):
 
     def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
         return None if value is None else self.enum_type(value).value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], str | None]:
+        # A dict lookup per value (a member or its string: they hash alike), not
+        # TypeDecorator's wrapper around an Enum call; an unknown value still raises.
+        values: dict[str, str] = {m.value: m.value for m in self.enum_type}
+        impl = self.impl_instance.bind_processor(dialect)
+        enum_type = self.enum_type
+
+        def process(value: Any) -> str | None:
+            if value is None:
+                return None
+            found = values.get(value)
+            if found is None:
+                found = enum_type(value).value  # not a member: ValueError
+            return found if impl is None else impl(found)
+
+        return process
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
         return None if value is None else self.enum_type(value)
@@ -744,7 +765,15 @@ def insert_many_ignoring_conflict(
     if not rows:
         return []
     table: Table = model.__table__  # type: ignore[assignment]  # a mapped class's is a Table
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    on_postgres = session.get_bind().dialect.name == "postgresql"
+    names = tuple(rows[0])
+    if on_postgres and len(rows) > 1 and all(tuple(row) == names for row in rows):
+        statement = _unnest_insert(
+            table, names, tuple(conflict), tuple(column.name for column in returning)
+        )
+        arrays = {f"u_{name}": [row[name] for row in rows] for name in names}
+        return list(session.connection().execute(statement, arrays).all())
+    dialect = postgresql if on_postgres else sqlite
     # Core columns and one executemany: SQLAlchemy's "insertmanyvalues" sends the rows as
     # multi-row INSERTs from one cached statement (building a 100-row VALUES clause by hand
     # cost more CPU than the insert itself), and RETURNING names the rows inserted.
@@ -754,6 +783,27 @@ def insert_many_ignoring_conflict(
         .returning(*(table.c[column.name] for column in returning))
     )
     return list(session.execute(stmt, rows).all())
+
+
+@functools.lru_cache(maxsize=16)
+def _unnest_insert(
+    table: Table, names: tuple[str, ...], conflict: tuple[str, ...], returning: tuple[str, ...]
+) -> Any:
+    """INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING RETURNING.
+
+    Postgres only. One short statement with one parameter per column, whatever the number of
+    rows: psycopg caches its parsing, where a VALUES list of 100 rows x 15 columns was parsed
+    again at every call (about 40 ms of CPU for 100 vouchers).
+    """
+    # psycopg's dialect casts each parameter to its array type (`::VARCHAR(16)[]`).
+    arrays = [bindparam(f"u_{name}", type_=postgresql.ARRAY(table.c[name].type)) for name in names]
+    rows = func.unnest(*arrays).table_valued(*names).render_derived(name="new_rows")
+    return (
+        postgresql.insert(table)
+        .from_select(list(names), select(*(rows.c[name] for name in names)))
+        .on_conflict_do_nothing(index_elements=list(conflict))
+        .returning(*(table.c[name] for name in returning))
+    )
 
 
 def insert_ignoring_conflict(

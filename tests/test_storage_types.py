@@ -6,17 +6,30 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import literal, literal_column, select, text
+from sqlalchemy.exc import StatementError
 
 from bot import migrations
 from bot.services.context import ServiceContext
 from bot.services.digest import build_digest
 from bot.services.intake import ingest_grant
 from bot.services.notifications import GrantPayload
-from bot.storage import Database, GrantStatus, StrEnumColumn, UTCDateTime
-from tests.conftest import TEST_ACTOR
+from bot.storage import (
+    Conference,
+    ConferenceVoucher,
+    Database,
+    EmailState,
+    GrantStatus,
+    StrEnumColumn,
+    UTCDateTime,
+    VoucherState,
+    VoucherType,
+    insert_many_ignoring_conflict,
+)
+from tests.conftest import TEST_ACTOR, unique
 
 ROME_SUMMER = dt.timezone(dt.timedelta(hours=2))
 
@@ -85,3 +98,65 @@ def test_the_digest_on_sqlite(
     assert pending.deadline is not None and pending.deadline.tzinfo is dt.UTC
     assert pending.days_left == 0
     database.dispose()
+
+
+def test_many_rows_inserted_at_once_keep_their_types_and_skip_conflicts(any_db: Database) -> None:
+    when = dt.datetime(2026, 5, 3, 10, 30, tzinfo=ROME_SUMMER)
+    with any_db.transaction() as session:
+        conference = Conference(
+            code=unique("conf"), name="C", pretix_organizer="o", pretix_event="e", timezone="UTC"
+        )
+        session.add(conference)
+        session.flush()
+        conference_id = conference.id
+
+    def row(n: int, **fields: Any) -> dict[str, Any]:
+        return {
+            "conference_id": conference_id,
+            "email_key": f"person{n}@example.org",
+            "voucher_type": VoucherType.GRANT,
+            "code": f"CODE{n}",
+            "state": VoucherState.CREATING,
+            "lease_expires_at": when,
+            "email_state": EmailState.NOT_DUE,
+            "request_payload": {"code": f"CODE{n}", "value": "0.00", "n": [n]},
+            **fields,
+        }
+
+    with any_db.transaction() as session:
+        first = insert_many_ignoring_conflict(
+            session, ConferenceVoucher, [row(1)], conflict=["conference_id", "email_key"],
+            returning=[ConferenceVoucher.email_key],
+        )  # fmt: skip
+    with any_db.transaction() as session:
+        many = insert_many_ignoring_conflict(
+            session,
+            ConferenceVoucher,
+            [row(1, code="OTHER"), row(2), row(3, state="revoked")],  # 1 is there already
+            conflict=["conference_id", "email_key"],
+            returning=[ConferenceVoucher.email_key, ConferenceVoucher.code],
+        )
+    with any_db.transaction() as session:
+        stored = {
+            v.email_key: v
+            for v in session.scalars(
+                select(ConferenceVoucher).where(ConferenceVoucher.conference_id == conference_id)
+            )
+        }
+        with pytest.raises(StatementError, match="not-a-state"):
+            insert_many_ignoring_conflict(
+                session, ConferenceVoucher, [row(4), row(5, state="not-a-state")],
+                conflict=["conference_id", "email_key"], returning=[ConferenceVoucher.id],
+            )  # fmt: skip
+
+    assert [tuple(r) for r in first] == [("person1@example.org",)]
+    assert sorted(tuple(r) for r in many) == [
+        ("person2@example.org", "CODE2"),
+        ("person3@example.org", "CODE3"),
+    ]
+    assert stored["person1@example.org"].code == "CODE1"  # the conflict changed nothing
+    three = stored["person3@example.org"]
+    assert (three.state, three.voucher_type) == (VoucherState.REVOKED, VoucherType.GRANT)
+    assert three.lease_expires_at == when and three.lease_expires_at.tzinfo is dt.UTC
+    assert three.request_payload == {"code": "CODE3", "value": "0.00", "n": [3]}
+    assert (three.attempts, three.email_generation) == (0, 0)  # column defaults applied

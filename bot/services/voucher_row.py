@@ -30,7 +30,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from bot.pretix import EventRef, KeyScope
 from bot.storage import (
@@ -49,6 +49,8 @@ CV = ConferenceVoucher
 # Transitions are Core UPDATEs on the table: no ORM objects are involved, and the ORM's
 # bulk-update machinery costs more CPU than the statement itself.
 TABLE: Table = ConferenceVoucher.__table__  # type: ignore[assignment]  # it is a Table
+GRANTS: Table = Grant.__table__  # type: ignore[assignment]
+CONFERENCES: Table = Conference.__table__  # type: ignore[assignment]
 
 # Voucher types whose email the bot sends: a co-speaker voucher is a discount, never
 # announced as a free ticket (it is upgraded to a grant voucher first).
@@ -92,11 +94,6 @@ def lease_over(now: dt.datetime) -> ColumnElement[bool]:
     return or_(CV.lease_expires_at.is_(None), CV.lease_expires_at <= now)
 
 
-def email_lease_over(now: dt.datetime) -> ColumnElement[bool]:
-    """SQL: nobody (alive) holds the row's email claim."""
-    return or_(CV.email_lease_expires_at.is_(None), CV.email_lease_expires_at <= now)
-
-
 def email_due(now: dt.datetime) -> ColumnElement[bool]:
     """SQL: the voucher email was never sent, nobody alive is sending it, and it can go out.
 
@@ -104,18 +101,29 @@ def email_due(now: dt.datetime) -> ColumnElement[bool]:
     since waits for a person), and only while the grant is confirmed and not held.
     The claim and the reconciler's search share this one rule.
     """
-    return and_(_EMAIL_DUE_ALWAYS, or_(_EMAIL_PENDING, and_(_EMAIL_SENDING, email_lease_over(now))))
+    return _email_due(now)
+
+
+def _email_due(now: Any) -> ColumnElement[bool]:
+    # Core columns (no ORM plugin), so the claim can be one prebuilt statement; `now` is a
+    # value or a bound parameter.
+    lease = TABLE.c.email_lease_expires_at
+    return and_(
+        _EMAIL_DUE_ALWAYS,
+        or_(_EMAIL_PENDING, and_(_EMAIL_SENDING, or_(lease.is_(None), lease <= now))),
+    )
 
 
 def _addressed_as_reserved() -> ColumnElement[bool]:
-    grant = aliased(Grant)  # an alias of its own, so it never correlates with a joined Grant
+    # An alias of its own, so it never correlates with a Grant the caller joined.
+    grant = GRANTS.alias("addressed_grant")
     return exists(
-        select(grant.id).where(
-            grant.id == CV.grant_id,
-            grant.email_key == CV.email_key,
-            grant.email.is_not(None),
-            grant.status == GrantStatus.CONFIRMED,
-            grant.hold_reason.is_(None),
+        select(grant.c.id).where(
+            grant.c.id == TABLE.c.grant_id,
+            grant.c.email_key == TABLE.c.email_key,
+            grant.c.email.is_not(None),
+            grant.c.status == GrantStatus.CONFIRMED,
+            grant.c.hold_reason.is_(None),
         )
     )
 
@@ -123,13 +131,13 @@ def _addressed_as_reserved() -> ColumnElement[bool]:
 # The parts of the rule that do not depend on the time, built once (building SQL
 # expressions costs more CPU than running them on the hot path).
 _EMAIL_DUE_ALWAYS = and_(
-    CV.state == VoucherState.CREATED,
-    CV.voucher_type.in_(MAILABLE_TYPES),
-    CV.email_sent_at.is_(None),
+    TABLE.c.state == VoucherState.CREATED,
+    TABLE.c.voucher_type.in_(MAILABLE_TYPES),
+    TABLE.c.email_sent_at.is_(None),
     _addressed_as_reserved(),
 )
-_EMAIL_PENDING = CV.email_state == EmailState.PENDING
-_EMAIL_SENDING = CV.email_state == EmailState.SENDING
+_EMAIL_PENDING = TABLE.c.email_state == EmailState.PENDING
+_EMAIL_SENDING = TABLE.c.email_state == EmailState.SENDING
 
 
 def _won(session: Session, where: ColumnElement[bool], values: dict[str, Any]) -> bool:
@@ -892,16 +900,17 @@ def claim_email(
 ) -> EmailClaim | None:
     """Claim the email (or, with `resend`, a new sending of it); None when not ours."""
     if resend:
+        lease = TABLE.c.email_lease_expires_at
         due = and_(
-            CV.state == VoucherState.CREATED,
-            CV.voucher_type.in_(MAILABLE_TYPES),
-            or_(CV.email_state != EmailState.SENDING, email_lease_over(now)),
+            TABLE.c.state == VoucherState.CREATED,
+            TABLE.c.voucher_type.in_(MAILABLE_TYPES),
+            or_(TABLE.c.email_state != EmailState.SENDING, lease.is_(None), lease <= now),
             _addressed_as_reserved(),
         )
-        values: dict[str, Any] = {"email_generation": CV.email_generation + 1}
+        statement = _claim_statement(due, email_generation=TABLE.c.email_generation + 1)
     else:
-        due, values = email_due(now), {}
-    claims = _claim(session, [voucher_id], due=due, lease_until=lease_until, values=values)
+        statement = _CLAIM_DUE
+    claims = _claim(session, [voucher_id], statement, now=now, lease_until=lease_until)
     return claims[0] if claims else None
 
 
@@ -917,7 +926,7 @@ def claim_emails(
     claims = {
         claim.voucher_id: claim
         for claim in _claim(
-            session, list(voucher_ids), due=email_due(now), lease_until=lease_until, values={}
+            session, list(voucher_ids), _CLAIM_DUE, now=now, lease_until=lease_until
         )
     }
     return [claims[voucher_id] for voucher_id in voucher_ids if voucher_id in claims]
@@ -932,27 +941,58 @@ def give_back_email(session: Session, claim: EmailClaim) -> None:
     )
 
 
+def _claim_statement(due: ColumnElement[bool], **values: Any) -> Any:
+    """The claim UPDATE of the vouchers `c_ids` (an expanding parameter) that are `due`."""
+    return (
+        update(TABLE)
+        .where(TABLE.c.id.in_(bindparam("c_ids", expanding=True)), due)
+        .values(
+            email_state=EmailState.SENDING,
+            email_lease_expires_at=bindparam("c_until", type_=TABLE.c.email_lease_expires_at.type),
+            **values,
+        )
+        .returning(
+            TABLE.c.id,
+            TABLE.c.code,
+            TABLE.c.voucher_type,
+            TABLE.c.email_generation,
+            TABLE.c.conference_id,
+            TABLE.c.grant_id,
+            TABLE.c.email_key,
+        )
+    )
+
+
+# Built once, Core only: a batch claims ten emails per statement, and building and keying
+# this UPDATE cost more CPU than running it.
+_CLAIM_DUE = _claim_statement(
+    _email_due(bindparam("c_now", type_=TABLE.c.email_lease_expires_at.type))
+)
+_ADDRESSES = (
+    select(
+        GRANTS.c.id,
+        GRANTS.c.email_key,
+        GRANTS.c.full_name,
+        GRANTS.c.email,
+        GRANTS.c.external_id,
+        CONFERENCES.c.code,
+    )
+    .join(CONFERENCES, CONFERENCES.c.id == GRANTS.c.conference_id)
+    .where(GRANTS.c.id.in_(bindparam("a_ids", expanding=True)))
+)
+
+
 def _claim(
     session: Session,
     voucher_ids: list[int],
+    statement: Any,
     *,
-    due: ColumnElement[bool],
+    now: dt.datetime,
     lease_until: dt.datetime,
-    values: dict[str, Any],
 ) -> list[EmailClaim]:
-    rows = session.execute(
-        update(TABLE)
-        .where(CV.id.in_(voucher_ids), due)
-        .values(email_state=EmailState.SENDING, email_lease_expires_at=lease_until, **values)
-        .returning(
-            CV.id,
-            CV.code,
-            CV.voucher_type,
-            CV.email_generation,
-            CV.conference_id,
-            CV.grant_id,
-            CV.email_key,
-        )
+    connection = session.connection()
+    rows = connection.execute(
+        statement, {"c_ids": voucher_ids, "c_now": now, "c_until": lease_until}
     ).all()
     if not rows:
         return []
@@ -960,17 +1000,8 @@ def _claim(
     # it with that same condition, so an address changed this instant is never used.
     grants = {
         grant.id: grant
-        for grant in session.execute(
-            select(
-                Grant.id,
-                Grant.email_key,
-                Grant.full_name,
-                Grant.email,
-                Grant.external_id,
-                Conference.code,
-            )
-            .join(Conference, Conference.id == Grant.conference_id)
-            .where(Grant.id.in_([row.grant_id for row in rows]))
+        for grant in connection.execute(
+            _ADDRESSES, {"a_ids": sorted({row.grant_id for row in rows})}
         )
     }
     claims: list[EmailClaim] = []
