@@ -11,7 +11,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
@@ -244,10 +244,21 @@ class SmtpMailer:
     def send(self, message: OutgoingEmail) -> None:
         """Deliver one email or raise MailerUnavailable / MailerRejected."""
         email = self._build(message)
-        client = self._kept() or self._open()
+        kept = self._kept()
+        client = kept or self._open()
         try:
             with self._translated(f"sending to {message.to_address}"):
-                client.sendmail(self._sender.addr_spec, [message.to_address], email)
+                try:
+                    self._envelope(client, message.to_address, len(email))
+                except _GONE:
+                    if kept is None:
+                        raise
+                    # The kept connection was dropped while idle (nothing of this email went
+                    # out: the envelope comes first): once more on a new connection.
+                    client.close()
+                    client = self._open()
+                    self._envelope(client, message.to_address, len(email))
+                _data(client, email)
         except MailerError as exc:
             _close(client, polite=exc.smtp_code is not None)
             raise
@@ -259,6 +270,25 @@ class SmtpMailer:
             return
         with self._idle_lock:
             self._idle[threading.get_ident()] = (client, time.monotonic())
+
+    def _envelope(self, client: smtplib.SMTP, to_address: str, size: int) -> None:
+        """MAIL FROM and RCPT TO, as `smtplib.SMTP.sendmail` sends them, with the addresses
+        as checked when the message was built (smtplib parses both again at every email)."""
+        options = f" size={size}" if client.does_esmtp and client.has_extn("size") else ""
+        code, reply = client.docmd("mail", f"FROM:<{self._sender.addr_spec}>{options}")
+        if code == 421:
+            client.close()
+            raise _Closing(code, reply)
+        if code != 250:
+            _end_transaction(client, code)
+            raise smtplib.SMTPSenderRefused(code, reply, self._sender.addr_spec)
+        code, reply = client.docmd("rcpt", f"TO:<{to_address}>")
+        if code == 421:
+            client.close()
+            raise _Closing(code, reply)
+        if code not in (250, 251):
+            _end_transaction(client, code)
+            raise smtplib.SMTPRecipientsRefused({to_address: (code, reply)})
 
     def close(self) -> None:
         """Close every kept connection (at shutdown)."""
@@ -277,15 +307,7 @@ class SmtpMailer:
         if time.monotonic() - used > self._keep_alive:
             _close(client, polite=True)
             return None
-        try:
-            code, _ = client.rset()  # also proves the server did not drop the connection
-        except (smtplib.SMTPException, OSError):
-            client.close()
-            return None
-        if code != 250:
-            _close(client, polite=True)
-            return None
-        return client
+        return client  # no RSET: a connection dropped meanwhile fails the envelope, sent again
 
     def check(self) -> None:
         """Connect, secure and log in as configured, then NOOP; raise MailerError on any fault."""
@@ -456,6 +478,32 @@ def _by_code(code: int, message: str) -> MailerError:
     if 500 <= code <= 599:
         return MailerRejected(message, smtp_code=code)
     return MailerUnavailable(message, smtp_code=code if code > 0 else None)
+
+
+# What a kept connection that the server dropped while idle answers to the first command: a
+# closed socket, or the server's "421 closing" line read as the reply.
+class _Closing(smtplib.SMTPResponseException):
+    """421 to the envelope: the server is closing this connection (an idle timeout, say)."""
+
+
+_GONE = (smtplib.SMTPServerDisconnected, ConnectionError, _Closing)
+
+
+def _end_transaction(client: smtplib.SMTP, code: int) -> None:
+    """After a refusal: a 421 closes the connection, any other ends the transaction (RSET)."""
+    if code == 421:
+        client.close()
+        return
+    with suppress(smtplib.SMTPServerDisconnected):
+        client.rset()
+
+
+def _data(client: smtplib.SMTP, email: bytes) -> None:
+    """DATA and the message, as `smtplib.SMTP.sendmail` sends them."""
+    code, reply = client.data(email)
+    if code != 250:
+        _end_transaction(client, code)
+        raise smtplib.SMTPDataError(code, reply)
 
 
 def _close(client: smtplib.SMTP, *, polite: bool) -> None:

@@ -466,6 +466,57 @@ def test_a_kept_connection_the_server_dropped_is_replaced_without_losing_the_ema
     assert received[0].peer != received[1].peer
 
 
+def test_a_kept_connection_the_server_closes_with_421_is_replaced_for_the_same_email(
+    smtp_server: FakeSmtpServer,
+) -> None:
+    mailer = SmtpMailer(
+        host=smtp_server.host, port=smtp_server.port, tls="none", sender=SENDER, keep_alive=20
+    )
+    mailer.send(_email(to_address="first@example.org"))
+    smtp_server.reject_next(code=421, text="4.4.2 Idle too long, closing", stage="mail")
+
+    mailer.send(_email(to_address="second@example.org"))
+    mailer.close()
+
+    received = smtp_server.wait_for(2)
+    assert [m.rcpt_tos for m in received] == [("first@example.org",), ("second@example.org",)]
+    assert received[0].peer != received[1].peer
+
+
+def test_421_on_a_new_connection_is_unavailable_not_retried(smtp_server: FakeSmtpServer) -> None:
+    smtp_server.reject_next(code=421, text="4.3.2 Shutting down", stage="mail")
+
+    with pytest.raises(MailerUnavailable, match="421"):
+        _mailer(smtp_server).send(_email(to_address="first@example.org"))
+    _mailer(smtp_server).send(_email(to_address="second@example.org"))
+
+    assert [m.rcpt_tos for m in smtp_server.wait_for(1)] == [("second@example.org",)]
+
+
+def test_a_connection_lost_after_the_message_is_never_sent_again_at_once(
+    smtp_server: FakeSmtpServer,
+) -> None:
+    mailer = SmtpMailer(
+        host=smtp_server.host, port=smtp_server.port, tls="none", sender=SENDER, keep_alive=20
+    )
+    mailer.send(_email(to_address="first@example.org"))
+    smtp_server.hang_up_after_next_message()
+
+    with pytest.raises(MailerUnavailable, match="closed the connection"):
+        mailer.send(_email(to_address="second@example.org"))  # on the kept connection
+    mailer.send(_email(to_address="third@example.org"))
+    mailer.close()
+
+    time.sleep(0.2)
+    # The second went out once (its sender cannot know: the caller retries it later with the
+    # same Message-ID); it was not sent again on a new connection right away.
+    assert [m.rcpt_tos[0] for m in smtp_server.messages] == [
+        "first@example.org",
+        "second@example.org",
+        "third@example.org",
+    ]
+
+
 def test_the_wire_form_round_trips_what_a_template_can_hold(
     smtp_server: FakeSmtpServer, smtp_mailer: SmtpMailer
 ) -> None:

@@ -1028,3 +1028,61 @@ def test_a_co_speaker_batch_taken_over_while_pretix_answers_is_emailed_once(
         assert after is not None and after["tag"] == "grant"
         row = voucher_row(ctx.db, grant_id)
         assert (row.state, row.voucher_type) == (VoucherState.CREATED, VoucherType.GRANT)
+
+
+# --- the email claim's plan, on a database without statistics ------------------------------
+
+
+def _relations_outside_subplans(node: dict[str, Any], in_subplan: bool = False) -> set[str]:
+    """The tables a plan reads other than inside a subplan (a per-row probe)."""
+    in_subplan = in_subplan or node.get("Parent Relationship") == "SubPlan"
+    found = set() if in_subplan or "Relation Name" not in node else {node["Relation Name"]}
+    for child in node.get("Plans", []):
+        found |= _relations_outside_subplans(child, in_subplan)
+    return found
+
+
+def test_the_email_claim_starts_from_the_claimed_rows_on_a_database_without_statistics(
+    fresh_databases: Callable[[], Database],
+    make_ctx: Callable[..., ServiceContext],
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+) -> None:
+    from sqlalchemy import event
+
+    from bot.services import voucher_row as rows
+
+    db = fresh_databases()  # never analyzed: the planner guesses every table is tiny
+    ctx = make_ctx(db=db, mailer=None)
+    ids = _confirmed(ctx, grant_payload, 150)
+    provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=2)  # 150 emails now due
+    claims: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("UPDATE conference_vouchers SET email_state"):
+            claims.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    with db.transaction() as session:
+        vouchers = list(
+            session.scalars(select(ConferenceVoucher.id).order_by(ConferenceVoucher.id))
+        )
+        now = dt.datetime.now(dt.UTC)
+        won = rows.claim_emails(
+            session, voucher_ids=vouchers[:10], now=now, lease_until=now + dt.timedelta(minutes=5)
+        )
+    event.remove(db.engine, "before_cursor_execute", capture)
+    assert len(won) == 10 and len(claims) == 1
+
+    statement, parameters = claims[0]
+    raw = db.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+        plan = cursor.fetchone()[0][0]["Plan"]
+    finally:
+        raw.rollback()
+        raw.close()
+    # Read by their ids first; each one's grant probed by its key (before: every confirmed
+    # grant first, the vouchers probed for each, seconds of server CPU per claim).
+    assert _relations_outside_subplans(plan) == {"conference_vouchers"}

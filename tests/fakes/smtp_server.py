@@ -16,7 +16,7 @@ from typing import Any, Literal
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-Stage = Literal["rcpt", "data"]
+Stage = Literal["mail", "rcpt", "data"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,9 @@ class _Handler:
         # so fails under filterwarnings=error) when combined with AUTH over plain text.
         if self._server.credentials is not None and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        reply = self._server._take_rejection("mail")
+        if reply is not None:
+            return reply
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -95,6 +98,9 @@ class _Handler:
                 peer=str(session.peer),
             )
         )
+        if self._server._take_hang_up():  # accepted, but the client never hears it
+            assert server.transport is not None
+            server.transport.close()
         return "250 2.0.0 Message accepted for delivery"
 
 
@@ -131,6 +137,7 @@ class FakeSmtpServer:
         self._lock = threading.Condition()
         self._messages: list[ReceivedMessage] = []
         self._rejection: _Rejection | None = None
+        self._hang_ups = 0
         smtp_options: dict[str, Any] = {
             # A fixed name: the default, socket.getfqdn(), can stall on a DNS lookup.
             "server_hostname": "smtp.test",
@@ -178,12 +185,25 @@ class FakeSmtpServer:
     def reject_next(
         self, count: int = 1, *, code: int, text: str | None = None, stage: Stage = "rcpt"
     ) -> None:
-        """Answer the next `count` RCPT (or DATA) commands with `code`, e.g. 451 or 550."""
+        """Answer the next `count` RCPT (or MAIL, or DATA) commands with `code`, e.g. 451."""
         if not 400 <= code <= 599:
             raise ValueError("a rejection code is 4xx or 5xx")
         default = "4.3.0 Try again later" if code < 500 else "5.1.1 Mailbox unavailable"
         with self._lock:
             self._rejection = _Rejection(count, f"{code} {text or default}", stage)
+
+    def hang_up_after_next_message(self) -> None:
+        """Accept the next message, then close the connection before saying so: the sender
+        cannot know whether it went out."""
+        with self._lock:
+            self._hang_ups += 1
+
+    def _take_hang_up(self) -> bool:
+        with self._lock:
+            if self._hang_ups <= 0:
+                return False
+            self._hang_ups -= 1
+            return True
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedMessage]:
         """Block until at least `count` messages arrived; fail the test after `timeout` s."""
