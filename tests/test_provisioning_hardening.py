@@ -1079,7 +1079,9 @@ def test_the_email_claim_starts_from_the_claimed_rows_on_a_database_without_stat
     try:
         cursor = raw.cursor()
         cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
-        plan = cursor.fetchone()[0][0]["Plan"]
+        explained = cursor.fetchone()
+        assert explained is not None
+        plan = explained[0][0]["Plan"]
     finally:
         raw.rollback()
         raw.close()
