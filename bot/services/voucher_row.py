@@ -494,35 +494,42 @@ def stop_upgrade_for_speaker(session: Session, row: ConferenceVoucher, *, now: d
 # --- recording what Pretix said -------------------------------------------------------------
 
 
+# What every record of a voucher Pretix made or upgraded sets: its request is over.
+_RECORDED: dict[str, Any] = {
+    "state": VoucherState.CREATED,
+    "lease_expires_at": None,
+    "attempts": 0,
+    "next_attempt_at": None,
+    "last_error": None,
+    "superseded_code": None,
+}
+# And an upgrade: the row becomes a grant voucher whose email goes out, even if a
+# co-speaker one did.
+_UPGRADED: dict[str, Any] = {
+    "original_type": TABLE.c.voucher_type,
+    "voucher_type": VoucherType.GRANT,
+    "email_sent_at": None,
+    "email_attempts": 0,
+    "email_next_attempt_at": None,
+    "email_last_error": None,
+    "email_generation": TABLE.c.email_generation + 1,
+    "email_state": case(
+        (TABLE.c.grant_id.is_not(None), EmailState.PENDING), else_=EmailState.NOT_DUE
+    ),
+}
+# A create's email is due unless an email for the row went out already.
+_CREATED_EMAIL = case(
+    (and_(TABLE.c.grant_id.is_not(None), TABLE.c.email_sent_at.is_(None)), EmailState.PENDING),
+    else_=EmailState.NOT_DUE,
+)
+
+
 def record_created(
     session: Session, ticket: Ticket, *, pretix_voucher_id: int, code: str, upgraded: bool
 ) -> bool:
     """The voucher exists in Pretix with the grant terms; its email becomes due."""
-    values: dict[str, Any] = {
-        "state": VoucherState.CREATED,
-        "pretix_voucher_id": pretix_voucher_id,
-        "code": code,
-        "lease_expires_at": None,
-        "attempts": 0,
-        "next_attempt_at": None,
-        "last_error": None,
-        "superseded_code": None,
-    }
-    if upgraded:
-        # The grant email goes out even if a co-speaker one did.
-        values |= {
-            "original_type": CV.voucher_type,
-            "voucher_type": VoucherType.GRANT,
-            "email_sent_at": None,
-            "email_attempts": 0,
-            "email_next_attempt_at": None,
-            "email_last_error": None,
-            "email_generation": CV.email_generation + 1,
-        }
-    due: ColumnElement[bool] = CV.grant_id.is_not(None)
-    if not upgraded:
-        due = and_(due, CV.email_sent_at.is_(None))
-    values["email_state"] = case((due, EmailState.PENDING), else_=EmailState.NOT_DUE)
+    values: dict[str, Any] = {**_RECORDED, "pretix_voucher_id": pretix_voucher_id, "code": code}
+    values |= _UPGRADED if upgraded else {"email_state": _CREATED_EMAIL}
     return _won(session, ticket.holds(), values)
 
 
@@ -531,7 +538,6 @@ def record_many_created(session: Session, made: list[tuple[Ticket, int, str]]) -
     recorded as those vouchers (a row no longer in its ticket's request is left alone)."""
     if not made:
         return set()
-    due = and_(CV.grant_id.is_not(None), CV.email_sent_at.is_(None))
     session.execute(
         update(TABLE)
         .where(
@@ -542,15 +548,10 @@ def record_many_created(session: Session, made: list[tuple[Ticket, int, str]]) -
             CV.request_nonce == bindparam("b_nonce"),
         )
         .values(
-            state=VoucherState.CREATED,
+            **_RECORDED,
             pretix_voucher_id=bindparam("b_pretix_id"),
             code=bindparam("b_new_code"),
-            lease_expires_at=None,
-            attempts=0,
-            next_attempt_at=None,
-            last_error=None,
-            superseded_code=None,
-            email_state=case((due, EmailState.PENDING), else_=EmailState.NOT_DUE),
+            email_state=_CREATED_EMAIL,
         ),
         [
             {
@@ -623,25 +624,10 @@ _RECORD_UPGRADED = (
         TABLE.c.request_nonce == bindparam("g_nonce"),
     )
     .values(
-        state=VoucherState.CREATED,
+        **_RECORDED,
+        **_UPGRADED,
         pretix_voucher_id=bindparam("g_pretix_id"),
         code=bindparam("g_new_code"),
-        lease_expires_at=None,
-        attempts=0,
-        next_attempt_at=None,
-        last_error=None,
-        superseded_code=None,
-        # The grant email goes out even if a co-speaker one did.
-        original_type=TABLE.c.voucher_type,
-        voucher_type=VoucherType.GRANT,
-        email_sent_at=None,
-        email_attempts=0,
-        email_next_attempt_at=None,
-        email_last_error=None,
-        email_generation=TABLE.c.email_generation + 1,
-        email_state=case(
-            (TABLE.c.grant_id.is_not(None), EmailState.PENDING), else_=EmailState.NOT_DUE
-        ),
     )
 )
 
