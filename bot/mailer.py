@@ -170,10 +170,12 @@ def message_id_domain(sender: str) -> str:
 class SmtpMailer:
     """Sends email over SMTP (plain, STARTTLS or implicit TLS).
 
-    With `keep_alive` (seconds), each thread keeps its connection for its next email
-    (checked with RSET first, closed when unused for longer): a batch does not pay for a
-    connection, a greeting, a TLS handshake and a login per email. A connection is kept only
-    after a clean send; `close()` ends the kept ones. Without it, one connection per email.
+    With `keep_alive` (seconds), each thread keeps its connection for its next email (closed
+    when unused for longer): a batch does not pay for a connection, a greeting, a TLS
+    handshake and a login per email. A kept connection the server dropped meanwhile fails at
+    the envelope, before anything of the message went out, and that email goes once more on
+    a new connection. A connection is kept only after a clean send; `close()` ends the kept
+    ones. Without it, one connection per email.
     """
 
     def __init__(
@@ -275,14 +277,14 @@ class SmtpMailer:
         """MAIL FROM and RCPT TO, as `smtplib.SMTP.sendmail` sends them, with the addresses
         as checked when the message was built (smtplib parses both again at every email)."""
         options = f" size={size}" if client.does_esmtp and client.has_extn("size") else ""
-        code, reply = client.docmd("mail", f"FROM:<{self._sender.addr_spec}>{options}")
+        code, reply = client.docmd("mail", f"FROM:{_quoted(self._sender.addr_spec)}{options}")
         if code == 421:
             client.close()
             raise _Closing(code, reply)
         if code != 250:
             _end_transaction(client, code)
             raise smtplib.SMTPSenderRefused(code, reply, self._sender.addr_spec)
-        code, reply = client.docmd("rcpt", f"TO:<{to_address}>")
+        code, reply = client.docmd("rcpt", f"TO:{_quoted(to_address)}")
         if code == 421:
             client.close()
             raise _Closing(code, reply)
@@ -298,7 +300,7 @@ class SmtpMailer:
             _close(client, polite=True)
 
     def _kept(self) -> smtplib.SMTP | None:
-        """This thread's connection from its last send, if it is fresh and still answers."""
+        """This thread's connection from its last send, if it was used recently enough."""
         with self._idle_lock:
             kept = self._idle.pop(threading.get_ident(), None)
         if kept is None:
@@ -482,6 +484,12 @@ def _by_code(code: int, message: str) -> MailerError:
 
 # What a kept connection that the server dropped while idle answers to the first command: a
 # closed socket, or the server's "421 closing" line read as the reply.
+@functools.lru_cache(maxsize=8192)
+def _quoted(address: str) -> str:
+    """The address as `smtplib` puts it in MAIL FROM and RCPT TO (parsed once, not per email)."""
+    return smtplib.quoteaddr(address)
+
+
 class _Closing(smtplib.SMTPResponseException):
     """421 to the envelope: the server is closing this connection (an idle timeout, say)."""
 

@@ -767,7 +767,12 @@ def insert_many_ignoring_conflict(
     table: Table = model.__table__  # type: ignore[assignment]  # a mapped class's is a Table
     on_postgres = session.get_bind().dialect.name == "postgresql"
     names = tuple(rows[0])
-    if on_postgres and len(rows) > 1 and all(tuple(row) == names for row in rows):
+    if (
+        on_postgres
+        and len(rows) > 1
+        and all(tuple(row) == names for row in rows)
+        and _fit(table, names, rows)
+    ):
         statement = _unnest_insert(
             table, names, tuple(conflict), tuple(column.name for column in returning)
         )
@@ -785,6 +790,19 @@ def insert_many_ignoring_conflict(
     return list(session.execute(stmt, rows).all())
 
 
+def _fit(table: Table, names: tuple[str, ...], rows: list[dict[str, Any]]) -> bool:
+    """Every string fits its column: the array casts would cut a longer one short (an explicit
+    cast to VARCHAR(n) truncates), where the row-by-row INSERT refuses it."""
+    for name in names:
+        length = getattr(table.c[name].type, "length", None)
+        if length is not None:
+            for row in rows:
+                value = row[name]
+                if isinstance(value, str) and len(value) > length:
+                    return False
+    return True
+
+
 @functools.lru_cache(maxsize=16)
 def _unnest_insert(
     table: Table, names: tuple[str, ...], conflict: tuple[str, ...], returning: tuple[str, ...]
@@ -795,8 +813,12 @@ def _unnest_insert(
     rows: psycopg caches its parsing, where a VALUES list of 100 rows x 15 columns was parsed
     again at every call (about 40 ms of CPU for 100 vouchers).
     """
-    # psycopg's dialect casts each parameter to its array type (`::VARCHAR(16)[]`).
-    arrays = [bindparam(f"u_{name}", type_=postgresql.ARRAY(table.c[name].type)) for name in names]
+    # psycopg's dialect casts each parameter to its array type (`::VARCHAR(16)[]`); one
+    # dimension, so a JSON value that is a list stays one value.
+    arrays = [
+        bindparam(f"u_{name}", type_=postgresql.ARRAY(table.c[name].type, dimensions=1))
+        for name in names
+    ]
     rows = func.unnest(*arrays).table_valued(*names).render_derived(name="new_rows")
     return (
         postgresql.insert(table)

@@ -902,13 +902,26 @@ def test_many_co_speaker_vouchers_are_upgraded_recorded_and_each_emailed_once(
     smtp_server: FakeSmtpServer,
     conference: ConferenceConfig,
 ) -> None:
+    from sqlalchemy import event
+
     made = _co_speakers(ctx, pretix_server, make_grant, conference, 4)
     ids = [grant_id for _, _, grant_id in made]
+    many: list[str] = []  # statements sent once for many rows
 
-    outcomes = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=4)
+    def seen(*args: Any) -> None:
+        statement, executemany = args[2], args[5]
+        if executemany and statement.startswith("UPDATE conference_vouchers SET state"):
+            many.append(statement)
+
+    event.listen(ctx.db.engine, "before_cursor_execute", seen)
+    try:
+        outcomes = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=4)
+    finally:
+        event.remove(ctx.db.engine, "before_cursor_execute", seen)
     again = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=4)
 
     assert [o.result for o in outcomes] == [ProvisionResult.UPGRADED] * 4
+    assert len(many) == 1  # reserved together (one statement for the four rows)
     assert [o.email.result for o in outcomes if o.email] == [EmailResult.SENT] * 4
     for seeded, _, grant_id in made:
         after = pretix_server.voucher(seeded["id"])
@@ -1016,10 +1029,10 @@ def test_a_co_speaker_batch_taken_over_while_pretix_answers_is_emailed_once(
         ctx, grant_ids=[grant_id for _, _, grant_id in made], actor=TEST_ACTOR, workers=1
     )
 
-    # The other replica replayed each PATCH (same key), recorded it and sent its email first.
-    assert [(o.result, o.email.result if o.email else None) for o in outcomes] == [
-        (ProvisionResult.UPGRADED, EmailResult.ALREADY_SENT)
-    ] * 3
+    # The other replica replayed the first PATCH (same key), did the others, recorded them and
+    # sent their emails; this worker records nothing and says so, as a single upgrade would.
+    assert [o.result for o in outcomes] == [ProvisionResult.IN_PROGRESS] * 3
+    assert all("took over" in o.message for o in outcomes)
     received = sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(3))
     time.sleep(0.3)
     assert len(smtp_server.messages) == 3 and received == sorted(e for _, e, _ in made)
@@ -1088,3 +1101,112 @@ def test_the_email_claim_starts_from_the_claimed_rows_on_a_database_without_stat
     # Read by their ids first; each one's grant probed by its key (before: every confirmed
     # grant first, the vouchers probed for each, seconds of server CPU per claim).
     assert _relations_outside_subplans(plan) == {"conference_vouchers"}
+
+
+def test_a_batch_upgrade_whose_lease_ran_out_before_its_turn_leaves_pretix_alone(
+    make_ctx: Callable[..., ServiceContext],
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    conference: ConferenceConfig,
+) -> None:
+    from bot.services.intake import ingest_voucher
+    from bot.services.notifications import VoucherPayload
+
+    ctx = make_ctx(lease=dt.timedelta(seconds=1))
+    made = _co_speakers(ctx, pretix_server, make_grant, conference, 3)
+    last, last_email, last_grant = made[-1]
+
+    def slow_pretix_then_a_speaker_notice() -> None:
+        time.sleep(1.3)  # the batch's other leases run out meanwhile
+        ingest_voucher(
+            ctx,
+            payload=VoucherPayload.model_validate(
+                {
+                    "conference": conference.code,
+                    "email": last_email,
+                    "type": "speaker",
+                    "code": last["code"],
+                    "pretix_voucher_id": last["id"],
+                }
+            ),
+            actor=TEST_ACTOR,
+        )
+
+    pretix_server.call_while_answering_next(slow_pretix_then_a_speaker_notice, method="PATCH")
+    outcomes = provision_many(
+        ctx, grant_ids=[grant_id for _, _, grant_id in made], actor=TEST_ACTOR, workers=1
+    )
+
+    assert outcomes[0].result is ProvisionResult.UPGRADED
+    assert outcomes[-1].result is not ProvisionResult.UPGRADED
+    after = pretix_server.voucher(last["id"])
+    assert after is not None and after["tag"] != "grant"  # the speaker's voucher as it was
+    assert voucher_row(ctx.db, last_grant).voucher_type is VoucherType.SPEAKER
+
+
+def test_two_grants_on_one_co_speaker_row_upgrade_it_once(
+    ctx: ServiceContext,
+    make_grant: Callable[..., int],
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    conference: ConferenceConfig,
+) -> None:
+    _seeded, email = seed_co_speaker(ctx, pretix_server, conference.code, unique("COSPK"))
+    first, second = make_grant(email=email), make_grant(email=email)  # one person, two grants
+
+    outcomes = provision_many(ctx, grant_ids=[first, second], actor=TEST_ACTOR, workers=2)
+
+    assert [o.result for o in outcomes] == [
+        ProvisionResult.UPGRADED,
+        ProvisionResult.ALREADY_GRANT,
+    ]
+    assert pretix_server.count("PATCH") == 1
+    assert len(smtp_server.wait_for(1)) == 1
+    time.sleep(0.2)
+    assert len(smtp_server.messages) == 1
+
+
+def test_an_unexpected_error_in_one_batch_upgrade_never_stops_the_others(
+    fresh_databases: Callable[[], Database],
+    make_ctx: Callable[..., ServiceContext],
+    grant_payload: PayloadFactory,
+    pretix_server: FakePretix,
+    smtp_server: FakeSmtpServer,
+    conference: ConferenceConfig,
+) -> None:
+    db = fresh_databases()  # a database of its own: its trigger touches no other test
+    ctx = make_ctx(db=db)
+    made = []
+    for _ in range(3):
+        seeded, email = seed_co_speaker(ctx, pretix_server, conference.code, unique("COSPK"))
+        intake = ingest_grant(ctx, payload=grant_payload(email=email), actor=TEST_ACTOR)
+        assert intake.grant is not None
+        made.append((seeded, email, intake.grant.id))
+    broken = made[1][0]
+    pretix_server.fail_next(404, method="GET", path_contains=f"/vouchers/{broken['id']}/")
+    with db.engine.begin() as connection:  # the database refuses that row's review state
+        connection.execute(
+            text(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql"
+            )
+        )
+        connection.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON conference_vouchers FOR EACH ROW "
+                "WHEN (NEW.state = 'needs_review') EXECUTE FUNCTION refuse()"
+            )
+        )
+
+    outcomes = provision_many(
+        ctx, grant_ids=[grant_id for _, _, grant_id in made], actor=TEST_ACTOR, workers=2
+    )
+
+    assert [o.result for o in outcomes] == [
+        ProvisionResult.UPGRADED,
+        ProvisionResult.FAILED,
+        ProvisionResult.UPGRADED,
+    ]
+    assert "unexpectedly" in outcomes[1].message
+    received = sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(2))
+    assert received == sorted([made[0][1], made[2][1]])

@@ -160,3 +160,63 @@ def test_many_rows_inserted_at_once_keep_their_types_and_skip_conflicts(any_db: 
     assert three.lease_expires_at == when and three.lease_expires_at.tzinfo is dt.UTC
     assert three.request_payload == {"code": "CODE3", "value": "0.00", "n": [3]}
     assert (three.attempts, three.email_generation) == (0, 0)  # column defaults applied
+
+
+def _conference_id(database: Database) -> int:
+    with database.transaction() as session:
+        conference = Conference(
+            code=unique("conf"), name="C", pretix_organizer="o", pretix_event="e", timezone="UTC"
+        )
+        session.add(conference)
+        session.flush()
+        return conference.id
+
+
+def _voucher(conference_id: int, key: str, payload: Any = None) -> dict[str, Any]:
+    return {
+        "conference_id": conference_id,
+        "email_key": key,
+        "voucher_type": VoucherType.GRANT,
+        "code": unique("CODE"),
+        "state": VoucherState.CREATING,
+        "email_state": EmailState.NOT_DUE,
+        "request_payload": payload,
+    }
+
+
+def test_many_rows_at_once_refuse_a_string_too_long_for_its_column(db: Database) -> None:
+    conference_id = _conference_id(db)
+    too_long = "x" * 321 + "@example.org"  # the column holds 320; a cast would cut it short
+
+    with pytest.raises(StatementError), db.transaction() as session:
+        insert_many_ignoring_conflict(
+            session,
+            ConferenceVoucher,
+            [_voucher(conference_id, too_long + "a"), _voucher(conference_id, too_long + "b")],
+            conflict=["conference_id", "email_key"],
+            returning=[ConferenceVoucher.id],
+        )
+
+
+def test_many_rows_at_once_keep_json_lists_as_values(any_db: Database) -> None:
+    conference_id = _conference_id(any_db)
+    with any_db.transaction() as session:
+        inserted = insert_many_ignoring_conflict(
+            session,
+            ConferenceVoucher,
+            [
+                _voucher(conference_id, "a@example.org", ["a", "b"]),
+                _voucher(conference_id, "b@example.org", {"x": 1}),
+            ],
+            conflict=["conference_id", "email_key"],
+            returning=[ConferenceVoucher.email_key],
+        )
+        stored = {
+            v.email_key: v.request_payload
+            for v in session.scalars(
+                select(ConferenceVoucher).where(ConferenceVoucher.conference_id == conference_id)
+            )
+        }
+
+    assert len(inserted) == 2
+    assert stored == {"a@example.org": ["a", "b"], "b@example.org": {"x": 1}}

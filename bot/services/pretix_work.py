@@ -340,24 +340,23 @@ def run_upgrades(ctx: ServiceContext, works: Sequence[Work], *, workers: int) ->
     """Upgrade many reserved co-speaker vouchers, `workers` Pretix conversations at a time,
     then record every upgrade that landed in one transaction; aligned with `works`.
 
-    Each upgrade is the single one's request (read, check, PATCH with its own key); only the
-    record is shared. Its email is left due, for the caller to claim and send.
+    Each upgrade is the single one's request (its lease renewed right before it starts, then
+    read, check, PATCH with its own key); only the record is shared, each row's still
+    conditional on its ticket. Its email is left due, for the caller to claim and send.
     """
     assert ctx.pretix is not None  # work is reserved only when Pretix is configured
     pretix = ctx.pretix
     with ThreadPoolExecutor(
         max_workers=max(1, min(workers, len(works))), thread_name_prefix="upgrade"
     ) as pool:
-        answers = list(pool.map(partial(_upgrade_in_pretix, ctx, pretix), works))
-    landed = [
-        (work, voucher)
-        for work, voucher in zip(works, answers, strict=True)
-        if isinstance(voucher, Voucher)
-    ]
+        answers = list(pool.map(partial(_upgrade_in_turn, ctx, pretix), works))
+    won: set[int] = set()
     with ctx.db.transaction() as session:
-        won = voucher_row.record_many_upgraded(
-            session, [(work.ticket, voucher.id, voucher.code) for work, voucher in landed]
-        )
+        for work, answer in zip(works, answers, strict=True):
+            if isinstance(answer, Voucher) and voucher_row.record_created(
+                session, work.ticket, pretix_voucher_id=answer.id, code=answer.code, upgraded=True
+            ):
+                won.add(work.ticket.voucher_id)
     ran: list[Ran] = []
     for work, answer in zip(works, answers, strict=True):
         if not isinstance(answer, Voucher):
@@ -368,6 +367,30 @@ def run_upgrades(ctx: ServiceContext, works: Sequence[Work], *, workers: int) ->
             log.warning("voucher row settled by another worker", voucher=work.ticket.voucher_id)
             ran.append(Ran(_superseded(work)))
     return ran
+
+
+def _upgrade_in_turn(
+    ctx: ServiceContext, pretix: PretixClient, work: Work
+) -> Voucher | ProvisionOutcome:
+    """One upgrade of a batch, when its turn comes: only while its lease still holds (a
+    slow Pretix must not let a late PATCH rewrite a row another worker or a speaker
+    notification took meanwhile), and never stopping the others on an unexpected error."""
+    try:
+        now = ctx.clock()
+        with ctx.db.transaction() as session:
+            held = voucher_row.extend_lease(session, work.ticket, now=now, until=now + ctx.lease)
+        if not held:
+            return _superseded(work)
+        return _upgrade_in_pretix(ctx, pretix, work)
+    except Exception as exc:
+        log.exception("upgrade failed unexpectedly", voucher=work.ticket.voucher_id)
+        return _outcome(
+            work,
+            ProvisionResult.FAILED,
+            f"Provisioning failed unexpectedly ({type(exc).__name__}); the bot's log has the "
+            "details. Retry when the cause is fixed.",
+            Step("pretix", ok=False, detail=f"failed unexpectedly ({type(exc).__name__})"),
+        )
 
 
 def _upgrade_in_pretix(

@@ -49,6 +49,9 @@ _RESERVE_TRIES = 3
 _BATCH = 100  # rows per Pretix batch_create (1,000 rows took 16 s in one request)
 _BATCH_MIN = 10  # fewer new grantees than this go one by one
 _UPGRADE_BATCH_MIN = 2  # upgrades are one Pretix conversation each; only their records batch
+# Upgrades per batch: each batch runs `workers` Pretix conversations, so large batches keep
+# an import of many co-speakers at `workers` at a time (each lease is renewed at its turn).
+_UPGRADE_BATCH = 500
 
 
 def provision_grant_voucher(
@@ -273,8 +276,8 @@ def _batchable(
         ]
     if len(upgrades) >= _UPGRADE_BATCH_MIN:
         chunks += [
-            (Action.UPGRADE, upgrades[start : start + _BATCH])
-            for start in range(0, len(upgrades), _BATCH)
+            (Action.UPGRADE, upgrades[start : start + _UPGRADE_BATCH])
+            for start in range(0, len(upgrades), _UPGRADE_BATCH)
         ]
     return chunks
 
@@ -330,12 +333,16 @@ def _upgrade_batch(
     """
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        unchanged = _still_as_read(session, chunk)
-        rows = [found.voucher for found in unchanged if found.voucher is not None]
+        by_row: dict[int, Facts] = {}  # two grants on one person's row: the first one here
+        for found in _still_as_read(session, chunk):
+            if found.voucher is not None:
+                by_row.setdefault(found.voucher.id, found)
+        unchanged = [by_row[voucher_id] for voucher_id in sorted(by_row)]  # one lock order
         for found in unchanged:
             row = found.voucher
             if row is not None and row.grant_id is None:  # made elsewhere, meets its grant
                 voucher_row.link_grant(session, voucher_id=row.id, grant_id=found.grant.id)
+        rows = [found.voucher for found in unchanged if found.voucher is not None]
         tickets = voucher_row.begin_upgrades(session, rows, now=now, lease_until=now + ctx.lease)
     works = [
         _work(

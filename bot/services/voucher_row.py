@@ -321,7 +321,8 @@ def begin_upgrades(
 
     Each row moves only if it is as the caller read it (as `begin_upgrade` requires); a row
     that changed meanwhile gets no ticket (the caller sends it the single way). Rows are
-    updated in id order, so two batches over the same people never deadlock.
+    updated in id order (a caller linking rows first links them in that order too), so two
+    batches over the same people never deadlock.
     """
     if not rows:
         return {}
@@ -577,61 +578,6 @@ def record_many_created(session: Session, made: list[tuple[Ticket, int, str]]) -
     }
 
 
-def record_many_upgraded(session: Session, made: list[tuple[Ticket, int, str]]) -> set[int]:
-    """`record_created(upgraded=True)` for many upgrades (ticket, Pretix id, code) in two
-    statements; the rows now recorded as those grant vouchers, their emails due."""
-    if not made:
-        return set()
-    session.connection().execute(
-        _RECORD_UPGRADED,
-        [
-            {
-                "g_id": ticket.voucher_id,
-                "g_code": ticket.code,
-                "g_generation": ticket.generation,
-                "g_nonce": ticket.nonce,
-                "g_pretix_id": pretix_id,
-                "g_new_code": code,
-            }
-            for ticket, pretix_id, code in sorted(made, key=lambda m: m[0].voucher_id)
-        ],
-    )
-    wanted = {
-        ticket.voucher_id: (pretix_id, ticket.generation, ticket.nonce)
-        for ticket, pretix_id, _ in made
-    }
-    return {
-        voucher_id
-        for voucher_id, pretix_id, generation, nonce in session.execute(
-            select(CV.id, CV.pretix_voucher_id, CV.request_generation, CV.request_nonce).where(
-                CV.id.in_(list(wanted)),
-                CV.state == VoucherState.CREATED,
-                CV.voucher_type == VoucherType.GRANT,
-            )
-        )
-        if wanted[voucher_id] == (pretix_id, generation, nonce)
-    }
-
-
-# `record_created(upgraded=True)` for an executemany: built once, values bound per row.
-_RECORD_UPGRADED = (
-    update(TABLE)
-    .where(
-        TABLE.c.id == bindparam("g_id"),
-        TABLE.c.state == VoucherState.UPGRADING,
-        TABLE.c.code == bindparam("g_code"),
-        TABLE.c.request_generation == bindparam("g_generation"),
-        TABLE.c.request_nonce == bindparam("g_nonce"),
-    )
-    .values(
-        **_RECORDED,
-        **_UPGRADED,
-        pretix_voucher_id=bindparam("g_pretix_id"),
-        code=bindparam("g_new_code"),
-    )
-)
-
-
 def record_superseded_gone(session: Session, ticket: Ticket) -> bool:
     """The superseded code of a restarted row is not (or no longer) in Pretix."""
     return _won(session, ticket.holds(), {"superseded_code": None})
@@ -754,6 +700,16 @@ def abandon_revoke(session: Session, ticket: Ticket, *, back_to: VoucherState, r
         session,
         ticket.holds(),
         {"state": back_to, "last_error": reason, "lease_expires_at": None},
+    )
+
+
+def extend_lease(session: Session, ticket: Ticket, *, now: dt.datetime, until: dt.datetime) -> bool:
+    """Hold the row's request a while longer, right before its Pretix call; False when the
+    lease ran out already (another worker may have taken the row, or a person changed it)."""
+    return _won(
+        session,
+        and_(ticket.holds(), CV.lease_expires_at.is_not(None), CV.lease_expires_at > now),
+        {"lease_expires_at": until},
     )
 
 
