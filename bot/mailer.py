@@ -482,8 +482,6 @@ def _by_code(code: int, message: str) -> MailerError:
     return MailerUnavailable(message, smtp_code=code if code > 0 else None)
 
 
-# What a kept connection that the server dropped while idle answers to the first command: a
-# closed socket, or the server's "421 closing" line read as the reply.
 @functools.lru_cache(maxsize=8192)
 def _quoted(address: str) -> str:
     """The address as `smtplib` puts it in MAIL FROM and RCPT TO (parsed once, not per email)."""
@@ -494,6 +492,8 @@ class _Closing(smtplib.SMTPResponseException):
     """421 to the envelope: the server is closing this connection (an idle timeout, say)."""
 
 
+# What a kept connection that the server dropped while idle answers to the first command: a
+# closed socket, or the server's "421 closing" line read as the reply.
 _GONE = (smtplib.SMTPServerDisconnected, ConnectionError, _Closing)
 
 

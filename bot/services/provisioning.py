@@ -107,9 +107,13 @@ def provision_many(
 
     def chunk(job: tuple[Action, list[int]]) -> None:
         action, ids = job
-        run = _create_batch if action is Action.CREATE else _upgrade_batch
+        found = [facts[grant_id] for grant_id in ids]
         try:
-            batched.update(run(ctx, [facts[grant_id] for grant_id in ids], workers=workers))
+            batched.update(
+                _create_batch(ctx, found)
+                if action is Action.CREATE
+                else _upgrade_batch(ctx, found, workers=workers)
+            )
         except Exception:  # its grants go the single way, which decides again
             log.exception("batch provisioning failed unexpectedly", grants=len(ids))
 
@@ -282,9 +286,7 @@ def _batchable(
     return chunks
 
 
-def _create_batch(
-    ctx: ServiceContext, chunk: Sequence[Facts], *, workers: int
-) -> dict[int, ProvisionOutcome]:
+def _create_batch(ctx: ServiceContext, chunk: Sequence[Facts]) -> dict[int, ProvisionOutcome]:
     """Reserve a chunk of new grantees in one transaction, create them in one Pretix request.
 
     Grants whose facts changed since they were read, or whose row appeared meanwhile, are
@@ -333,27 +335,27 @@ def _upgrade_batch(
     """
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        by_row: dict[int, Facts] = {}  # two grants on one person's row: the first one here
+        by_row: dict[int, tuple[ConferenceVoucher, Facts]] = {}
         for found in _still_as_read(session, chunk):
-            if found.voucher is not None:
-                by_row.setdefault(found.voucher.id, found)
+            if found.voucher is not None:  # two grants on one person's row: the first one
+                by_row.setdefault(found.voucher.id, (found.voucher, found))
         unchanged = [by_row[voucher_id] for voucher_id in sorted(by_row)]  # one lock order
-        for found in unchanged:
-            row = found.voucher
-            if row is not None and row.grant_id is None:  # made elsewhere, meets its grant
+        for row, found in unchanged:
+            if row.grant_id is None:  # made elsewhere, meets its grant
                 voucher_row.link_grant(session, voucher_id=row.id, grant_id=found.grant.id)
-        rows = [found.voucher for found in unchanged if found.voucher is not None]
-        tickets = voucher_row.begin_upgrades(session, rows, now=now, lease_until=now + ctx.lease)
+        tickets = voucher_row.begin_upgrades(
+            session, [row for row, _ in unchanged], now=now, lease_until=now + ctx.lease
+        )
     works = [
         _work(
             found,
-            tickets[found.voucher.id],
+            tickets[row.id],
             "upgrade",
-            Step("reserve", ok=True, detail=f"co-speaker voucher {found.voucher.code} found"),
-            superseded=found.voucher.superseded_code,
+            Step("reserve", ok=True, detail=f"co-speaker voucher {row.code} found"),
+            superseded=row.superseded_code,
         )
-        for found in unchanged
-        if found.voucher is not None and found.voucher.id in tickets
+        for row, found in unchanged
+        if row.id in tickets
     ]
     if not works:
         return {}
