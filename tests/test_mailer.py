@@ -55,6 +55,11 @@ def _email(**changes: str) -> OutgoingEmail:
     return OutgoingEmail(**values, headers={"X-Voucher-Bot-Grant": "17"})
 
 
+def _kept_mailer(server: FakeSmtpServer) -> SmtpMailer:
+    """A mailer that keeps each thread's connection for its next email, as the bot runs it."""
+    return SmtpMailer(host=server.host, port=server.port, tls="none", sender=SENDER, keep_alive=20)
+
+
 def _mailer(
     server: FakeSmtpServer,
     *,
@@ -433,9 +438,7 @@ def test_message_id_domain_refuses_non_addresses(sender: str) -> None:
 def test_one_thread_keeps_its_connection_for_the_next_email(
     smtp_server: FakeSmtpServer,
 ) -> None:
-    mailer = SmtpMailer(
-        host=smtp_server.host, port=smtp_server.port, tls="none", sender=SENDER, keep_alive=20
-    )
+    mailer = _kept_mailer(smtp_server)
     for n in range(3):
         mailer.send(_email(to_address=f"grantee{n}@example.org"))
     mailer.close()
@@ -452,9 +455,7 @@ def test_a_kept_connection_the_server_dropped_is_replaced_without_losing_the_ema
     smtp_server_factory: SmtpServerFactory,
 ) -> None:
     server = smtp_server_factory(idle_timeout=0.3)
-    mailer = SmtpMailer(
-        host=server.host, port=server.port, tls="none", sender=SENDER, keep_alive=20
-    )
+    mailer = _kept_mailer(server)
     mailer.send(_email(to_address="first@example.org"))
     time.sleep(0.8)  # the server hangs up on the idle connection
 
@@ -469,9 +470,7 @@ def test_a_kept_connection_the_server_dropped_is_replaced_without_losing_the_ema
 def test_a_kept_connection_the_server_closes_with_421_is_replaced_for_the_same_email(
     smtp_server: FakeSmtpServer,
 ) -> None:
-    mailer = SmtpMailer(
-        host=smtp_server.host, port=smtp_server.port, tls="none", sender=SENDER, keep_alive=20
-    )
+    mailer = _kept_mailer(smtp_server)
     mailer.send(_email(to_address="first@example.org"))
     smtp_server.reject_next(code=421, text="4.4.2 Idle too long, closing", stage="mail")
 
@@ -496,9 +495,7 @@ def test_421_on_a_new_connection_is_unavailable_not_retried(smtp_server: FakeSmt
 def test_a_connection_lost_after_the_message_is_never_sent_again_at_once(
     smtp_server: FakeSmtpServer,
 ) -> None:
-    mailer = SmtpMailer(
-        host=smtp_server.host, port=smtp_server.port, tls="none", sender=SENDER, keep_alive=20
-    )
+    mailer = _kept_mailer(smtp_server)
     mailer.send(_email(to_address="first@example.org"))
     smtp_server.hang_up_after_next_message()
 

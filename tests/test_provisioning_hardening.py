@@ -22,9 +22,9 @@ from bot import migrations
 from bot.conferences import ConferenceConfig, Conferences
 from bot.pretix import PretixClient
 from bot.services.context import ServiceContext
-from bot.services.intake import ingest_grant
-from bot.services.notifications import GrantPayload
-from bot.services.outcomes import EmailResult, ProvisionResult, RevokeResult
+from bot.services.intake import ingest_grant, ingest_voucher
+from bot.services.notifications import GrantPayload, VoucherPayload
+from bot.services.outcomes import EmailResult, ProvisionResult, RevokeResult, VoucherIntake
 from bot.services.provisioning import provision_grant_voucher, provision_many
 from bot.services.reconciler import reconcile_once
 from bot.services.resend import resend_voucher_email
@@ -45,6 +45,22 @@ def _later(
     when = grant.updated_at + dt.timedelta(minutes=minutes)
     values = grant.model_dump(mode="json") | {"updated_at": when.isoformat()} | fields
     return payload(**values)
+
+
+def _told_speaker(
+    ctx: ServiceContext, conference: str, voucher: dict[str, Any], email: str
+) -> VoucherIntake:
+    """The backend says this person's voucher (as Pretix holds it) is a speaker voucher."""
+    payload = VoucherPayload.model_validate(
+        {
+            "conference": conference,
+            "email": email,
+            "type": "speaker",
+            "code": voucher["code"],
+            "pretix_voucher_id": voucher["id"],
+        }
+    )
+    return ingest_voucher(ctx, payload=payload, actor=TEST_ACTOR)
 
 
 # --- 1. idempotency keys unique across bot databases sharing one Pretix token ------------
@@ -566,9 +582,6 @@ def test_a_speaker_notification_during_an_unfinished_upgrade_stops_it(
     pretix_server: FakePretix,
     conference: ConferenceConfig,
 ) -> None:
-    from bot.services.intake import ingest_voucher
-    from bot.services.notifications import VoucherPayload
-
     start = dt.datetime(2026, 5, 2, 12, 0, tzinfo=dt.UTC)
     ctx = make_ctx(clock=lambda: start, pretix=make_pretix_client(max_attempts=1))
     seeded, email = seed_co_speaker(ctx, pretix_server, conference.code, "SPKLATE0001")
@@ -578,19 +591,7 @@ def test_a_speaker_notification_during_an_unfinished_upgrade_stops_it(
         ProvisionResult.RETRY_SCHEDULED
     )
 
-    told = ingest_voucher(
-        ctx,
-        payload=VoucherPayload.model_validate(
-            {
-                "conference": conference.code,
-                "email": email,
-                "type": "speaker",
-                "code": "SPKLATE0001",
-                "pretix_voucher_id": seeded["id"],
-            }
-        ),
-        actor=TEST_ACTOR,
-    )
+    told = _told_speaker(ctx, conference.code, seeded, email)
     reconcile_once(make_ctx(clock=lambda: start + dt.timedelta(hours=2)))
 
     assert told.needs_person and "stopped" in told.message
@@ -972,8 +973,6 @@ def test_a_co_speaker_row_changed_after_its_facts_were_read_is_decided_again(
     pretix_server: FakePretix,
     conference: ConferenceConfig,
 ) -> None:
-    from bot.services.intake import ingest_voucher
-    from bot.services.notifications import VoucherPayload
     from bot.services.provisioning_facts import load_facts
 
     made = _co_speakers(ctx, pretix_server, make_grant, conference, 3)
@@ -982,19 +981,7 @@ def test_a_co_speaker_row_changed_after_its_facts_were_read_is_decided_again(
         read = load_facts(session, ctx, ids)  # as a bulk run reads them for its re-check
     speaker, speaker_email, _ = made[0]
     # Meanwhile the backend says the first one is a speaker after all (a free voucher).
-    told = ingest_voucher(
-        ctx,
-        payload=VoucherPayload.model_validate(
-            {
-                "conference": conference.code,
-                "email": speaker_email,
-                "type": "speaker",
-                "code": speaker["code"],
-                "pretix_voucher_id": speaker["id"],
-            }
-        ),
-        actor=TEST_ACTOR,
-    )
+    told = _told_speaker(ctx, conference.code, speaker, speaker_email)
     assert not told.needs_person
 
     outcomes = provision_many(ctx, grant_ids=ids, actor=TEST_ACTOR, workers=2, known_facts=read)
@@ -1109,28 +1096,13 @@ def test_a_batch_upgrade_whose_lease_ran_out_before_its_turn_leaves_pretix_alone
     pretix_server: FakePretix,
     conference: ConferenceConfig,
 ) -> None:
-    from bot.services.intake import ingest_voucher
-    from bot.services.notifications import VoucherPayload
-
     ctx = make_ctx(lease=dt.timedelta(seconds=1))
     made = _co_speakers(ctx, pretix_server, make_grant, conference, 3)
     last, last_email, last_grant = made[-1]
 
     def slow_pretix_then_a_speaker_notice() -> None:
         time.sleep(1.3)  # the batch's other leases run out meanwhile
-        ingest_voucher(
-            ctx,
-            payload=VoucherPayload.model_validate(
-                {
-                    "conference": conference.code,
-                    "email": last_email,
-                    "type": "speaker",
-                    "code": last["code"],
-                    "pretix_voucher_id": last["id"],
-                }
-            ),
-            actor=TEST_ACTOR,
-        )
+        _told_speaker(ctx, conference.code, last, last_email)
 
     pretix_server.call_while_answering_next(slow_pretix_then_a_speaker_notice, method="PATCH")
     outcomes = provision_many(
